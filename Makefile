@@ -1,0 +1,27 @@
+# Two commands do everything on a fresh machine (see README):
+#   make md     set up .venv, then run the main job on the shipped Bi clusters
+#   make test   set up .venv, then run the whole test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: md test setup lint typecheck bench clean
+
+setup:
+	@PAL_VENV=$(VENV) bash scripts/setup.sh
+
+md: setup
+	$(BIN)/pal-atoms md --system examples/bi_cluster.xyz $(ARGS)
+
+test: setup
+	$(BIN)/pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

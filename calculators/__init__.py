@@ -1,0 +1,1 @@
+"""Committee MLP calculators with uncertainty (MACE, SchNet)."""

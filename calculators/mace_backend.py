@@ -1,0 +1,124 @@
+"""MACE backend (mace-torch), split into an equivariant backbone and readout heads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from pal_atoms.compat import import_mace
+
+from .backend import Backend, BackboneInput, register_backend
+
+__all__ = ["MaceBackend"]
+
+
+def _build_mace(n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
+    import_mace()
+    from e3nn import o3
+    from mace import modules
+
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    return modules.MACE(
+        r_max=float(hyper["r_max"]),
+        num_bessel=int(hyper["num_bessel"]),
+        num_polynomial_cutoff=int(hyper["num_polynomial_cutoff"]),
+        max_ell=int(hyper["max_ell"]),
+        interaction_cls=block,
+        interaction_cls_first=block,
+        num_interactions=int(hyper["num_interactions"]),
+        num_elements=n_species,
+        hidden_irreps=o3.Irreps(str(hyper["hidden_irreps"])),
+        MLP_irreps=o3.Irreps(str(hyper["mlp_irreps"])),
+        atomic_energies=np.zeros(n_species),
+        avg_num_neighbors=float(hyper["avg_num_neighbors"]),
+        atomic_numbers=list(range(n_species)),
+        correlation=int(hyper["correlation"]),
+        gate=torch.nn.functional.silu,
+        radial_MLP=[int(x) for x in hyper["radial_mlp"]],
+    )
+
+
+class _MaceBackbone(torch.nn.Module):
+    """MACE embedding, interactions and products; returns each layer's node features."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.node_embedding = model.node_embedding
+        self.spherical_harmonics = model.spherical_harmonics
+        self.radial_embedding = model.radial_embedding
+        self.interactions = model.interactions
+        self.products = model.products
+        self.register_buffer("type_ids", model.atomic_numbers.clone())
+
+    def forward(self, inp: BackboneInput) -> list[torch.Tensor]:
+        lengths = torch.linalg.vector_norm(inp.vectors, dim=-1, keepdim=True)
+        node_feats = self.node_embedding(inp.one_hot)
+        edge_attrs = self.spherical_harmonics(inp.vectors)
+        edge_feats, cutoff = self.radial_embedding(
+            lengths, inp.one_hot, inp.edge_index, self.type_ids
+        )
+        features: list[torch.Tensor] = []
+        for i, (interaction, product) in enumerate(
+            zip(self.interactions, self.products, strict=True)
+        ):
+            node_feats, sc = interaction(
+                node_attrs=inp.one_hot,
+                node_feats=node_feats,
+                edge_attrs=edge_attrs,
+                edge_feats=edge_feats,
+                edge_index=inp.edge_index,
+                cutoff=cutoff,
+                first_layer=(i == 0),
+            )
+            node_feats = product(node_feats=node_feats, sc=sc, node_attrs=inp.one_hot)
+            features.append(node_feats)
+        return features
+
+
+class _MaceHead(torch.nn.Module):
+    """MACE readouts (linear per layer, non-linear on the last): features -> node energy."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.readouts = model.readouts
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        out = torch.zeros_like(features[0][:, 0])
+        for readout, feats in zip(self.readouts, features, strict=True):
+            out = out + readout(feats).squeeze(-1)
+        return out
+
+
+@register_backend
+class MaceBackend(Backend):
+    """MACE (Batatia et al. 2022) with small defaults for clusters and molecules.
+
+    Defaults: ``r_max`` 5 Å, 8 Bessel functions, 2 interactions, 32 scalar channels,
+    ``max_ell`` 2, correlation order 3, a 16-channel non-linear readout: about 50k
+    parameters, a Bi8 or ethanol forward+forces in roughly 10-20 ms on one CPU core.
+    """
+
+    name: ClassVar[str] = "mace"
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "r_max": 5.0,
+        "num_bessel": 8,
+        "num_polynomial_cutoff": 5,
+        "max_ell": 2,
+        "num_interactions": 2,
+        "hidden_irreps": "32x0e",
+        "mlp_irreps": "16x0e",
+        "correlation": 3,
+        "avg_num_neighbors": 8.0,
+        "radial_mlp": [32, 32, 32],
+    }
+
+    def build_backbone(self, n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
+        """Build the MACE backbone (see :class:`Backend`)."""
+        return _MaceBackbone(_build_mace(n_species, hyper))
+
+    def build_head(self, n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
+        """Build MACE readouts (see :class:`Backend`)."""
+        return _MaceHead(_build_mace(n_species, hyper))

@@ -1,0 +1,281 @@
+"""The committee as one torch module: N members (or N heads on one backbone) evaluated together.
+
+Each member differentiates its own copy of the positions (and strain), so one backward
+pass on the sum of all member energies yields every member's forces and stress.
+
+* ``"full"``: N independent members. At inference, backends that allow it (MACE) run all
+  members as one member-batched pass: ``torch.func.vmap`` over the stacked weights, with
+  ``torch.func.grad`` for forces (no ``requires_grad_`` inside, as our own forward owns
+  the positions). Otherwise, and in training, members run one after another on a shared
+  graph, still with one backward pass.
+* ``"shared"``: one backbone with N readout heads (the cheap mode). The backbone runs once
+  on N disjoint replicas of the graph (one batched pass) and head m reads replica m.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .backend import Backend, BackboneInput
+from .graph import Graph
+
+__all__ = ["MODES", "CommitteeModel"]
+
+logger = logging.getLogger(__name__)
+
+#: Committee modes: independent members, or N heads on one shared backbone.
+MODES = ("full", "shared")
+
+
+class CommitteeModel(torch.nn.Module):
+    """N potentials of one backend with per-species E0s and a common energy scale.
+
+    Member ``m``'s energy of structure ``g`` is
+    ``sum_i [scale * head_m(backbone_m(graph))_i + shift] + sum_i E0[species_i]``
+    (the E0 sum is returned separately, in float64, so float32 models keep precision).
+
+    Args:
+        backend: Backend that builds backbones and heads.
+        n_species: Number of node types.
+        hyper: Backend hyperparameters.
+        n_members: Committee size (>= 1).
+        mode: ``"full"`` (independent members) or ``"shared"`` (one backbone, N heads).
+        seed: Seed of the initial weights; member ``m`` is built under ``seed + m``.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        n_species: int,
+        hyper: Mapping[str, Any],
+        n_members: int,
+        mode: str = "full",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {n_members}")
+        self.backend = backend
+        self.hyper = dict(hyper)
+        self.n_species = n_species
+        self.n_members = n_members
+        self.mode = mode
+        n_backbones = 1 if mode == "shared" else n_members
+        self.backbones = torch.nn.ModuleList(
+            [self._build(backend.build_backbone, seed + m) for m in range(n_backbones)]
+        )
+        self.heads = torch.nn.ModuleList(
+            [self._build(backend.build_head, seed + m) for m in range(n_members)]
+        )
+        self.register_buffer("e0", torch.zeros(n_species, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("shift", torch.zeros(()))
+        #: Evaluate a full committee member-batched (vmap) at inference when possible.
+        self.batched = True
+        self._vmap_failed = False
+
+    def _build(self, builder: Any, seed: int) -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return builder(self.n_species, self.hyper)
+
+    def reinitialise(self, members: Sequence[int], seed: int) -> None:
+        """Draw fresh weights for ``members`` (and the backbone in shared mode)."""
+        device = self.scale.device
+        dtype = self.scale.dtype
+        for m in members:
+            self.heads[m] = self._build(self.backend.build_head, seed + m).to(device, dtype)
+            if self.mode == "full":
+                self.backbones[m] = self._build(self.backend.build_backbone, seed + m).to(
+                    device, dtype
+                )
+        if self.mode == "shared":
+            self.backbones[0] = self._build(self.backend.build_backbone, seed).to(device, dtype)
+
+    def member_parameters(self, members: Sequence[int]) -> list[torch.nn.Parameter]:
+        """Trainable parameters of ``members`` (the shared backbone counts for all)."""
+        params: list[torch.nn.Parameter] = []
+        for m in members:
+            params.extend(self.heads[m].parameters())
+            if self.mode == "full":
+                params.extend(self.backbones[m].parameters())
+        if self.mode == "shared":
+            params.extend(self.backbones[0].parameters())
+        return params
+
+    def e0_sum(self, graph: Graph) -> torch.Tensor:
+        """Sum of E0s per structure in eV, float64. Shape: ``[n_graphs]``."""
+        node = self.e0[graph.species]
+        out = torch.zeros(graph.n_graphs, dtype=torch.float64, device=node.device)
+        return out.index_add_(0, graph.batch, node)
+
+    def forward(
+        self,
+        graph: Graph,
+        *,
+        forces: bool = True,
+        stress: bool = False,
+        members: Sequence[int] | None = None,
+        create_graph: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Interaction energies (without E0s), forces and stress of the selected members.
+
+        Args:
+            graph: Batched structures.
+            forces: Compute forces.
+            stress: Compute the stress (periodic structures; zeros for molecules).
+            members: Member indices to evaluate; ``None`` means all.
+            create_graph: Keep the graph of the derivatives (force training).
+
+        Returns:
+            ``energy`` in eV, shape ``[n_sel, n_graphs]``; ``forces`` in eV/Å, shape
+            ``[n_sel, n_nodes, 3]``; ``stress`` in eV/Å³, shape ``[n_sel, n_graphs, 3, 3]``
+            (ASE sign convention: ``dE/dstrain / volume``).
+        """
+        sel = list(range(self.n_members)) if members is None else list(members)
+        dtype = self.scale.dtype
+        base = graph.positions.detach().to(dtype)
+        n_sel = len(sel)
+        # One copy of positions (and strain) per member: the gradient of the summed energy
+        # with respect to copy m is member m's gradient, all from one backward pass.
+        pos0 = base.unsqueeze(0).repeat(n_sel, 1, 1).requires_grad_(forces)
+        strain = torch.zeros(
+            (n_sel, graph.n_graphs, 3, 3), dtype=dtype, device=base.device, requires_grad=stress
+        )
+        use_vmap = (
+            self.mode == "full" and self.batched and n_sel > 1 and not create_graph
+            and not torch.is_grad_enabled() is False and self.backend.vmap_context is not None
+            and not self._vmap_failed
+        )
+        if use_vmap:
+            try:
+                return self._forward_vmap(graph, sel, pos0, strain, forces, stress)
+            except RuntimeError as exc:  # an op without a batching rule in this backend
+                self._vmap_failed = True
+                logger.warning("member-batched (vmap) evaluation failed, looping: %s", exc)
+        energy = self._energies(graph, sel, pos0, strain)
+        out = {"energy": energy}
+        leaves = [x for x, want in ((pos0, forces), (strain, stress)) if want]
+        if leaves:
+            grads = torch.autograd.grad(
+                energy.sum(), leaves, create_graph=create_graph, allow_unused=True
+            )
+            grads = tuple(
+                g if g is not None else torch.zeros_like(x)
+                for g, x in zip(grads, leaves, strict=True)
+            )
+            self._fill(out, graph, grads, forces, stress)
+        return out
+
+    def _strained(
+        self, graph: Graph, pos: torch.Tensor, strain: torch.Tensor
+    ) -> torch.Tensor:
+        """Edge vectors of one member's copy. pos ``[n, 3]``, strain ``[n_graphs, 3, 3]``."""
+        dtype = pos.dtype
+        sym = 0.5 * (strain + strain.transpose(-1, -2))
+        pos = pos + torch.einsum("ni,nij->nj", pos, sym[graph.batch])
+        cell = graph.cell.to(dtype)
+        cell = cell + torch.einsum("gij,gjk->gik", cell, sym)
+        send, recv = graph.edge_index
+        shifts = torch.einsum("ei,eij->ej", graph.unit_shifts.to(dtype), cell[graph.batch[send]])
+        return pos[recv] - pos[send] + shifts
+
+    def _node_to_graph(self, graph: Graph, node_e: torch.Tensor) -> torch.Tensor:
+        e = torch.zeros(graph.n_graphs, dtype=node_e.dtype, device=node_e.device)
+        return e.index_add(0, graph.batch, node_e * self.scale + self.shift)
+
+    def _energies(
+        self, graph: Graph, sel: list[int], pos: torch.Tensor, strain: torch.Tensor
+    ) -> torch.Tensor:
+        dtype = self.scale.dtype
+        one_hot = torch.nn.functional.one_hot(graph.species, self.n_species).to(dtype)
+        n_sel, n_nodes = pos.shape[0], pos.shape[1]
+        if self.mode == "shared":
+            # The backbone runs once on n_sel disjoint replicas of the graph (one batched
+            # pass, barely dearer than one copy for small structures); head m reads replica m.
+            vectors = torch.cat([self._strained(graph, pos[c], strain[c]) for c in range(n_sel)])
+            offsets = n_nodes * torch.arange(n_sel, device=pos.device)
+            edge_index = (graph.edge_index[:, None, :] + offsets[None, :, None]).reshape(2, -1)
+            inp = BackboneInput(
+                graph.species.repeat(n_sel), one_hot.repeat(n_sel, 1), vectors, edge_index
+            )
+            feats = [f.reshape(n_sel, n_nodes, *f.shape[1:]) for f in self.backbones[0](inp)]
+            return torch.stack(
+                [
+                    self._node_to_graph(graph, self.heads[m]([f[c] for f in feats]))
+                    for c, m in enumerate(sel)
+                ]
+            )
+        energies = []
+        for c, m in enumerate(sel):
+            inp = BackboneInput(
+                graph.species, one_hot, self._strained(graph, pos[c], strain[c]), graph.edge_index
+            )
+            energies.append(self._node_to_graph(graph, self.heads[m](self.backbones[m](inp))))
+        return torch.stack(energies)
+
+    def _forward_vmap(
+        self,
+        graph: Graph,
+        sel: list[int],
+        pos: torch.Tensor,
+        strain: torch.Tensor,
+        forces: bool,
+        stress: bool,
+    ) -> dict[str, torch.Tensor]:
+        """Full committee as one member-batched pass (``torch.func`` ``vmap`` over weights)."""
+        from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+        dtype = self.scale.dtype
+        one_hot = torch.nn.functional.one_hot(graph.species, self.n_species).to(dtype)
+        bb_p, bb_b = stack_module_state([self.backbones[m] for m in sel])  # type: ignore[arg-type]
+        hd_p, hd_b = stack_module_state([self.heads[m] for m in sel])  # type: ignore[arg-type]
+        bb0, hd0 = self.backbones[sel[0]], self.heads[sel[0]]
+
+        def member_energy(
+            bp: Any, bb: Any, hp: Any, hb: Any, p: torch.Tensor, s: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            inp = BackboneInput(graph.species, one_hot, self._strained(graph, p, s),
+                                graph.edge_index)
+            feats = functional_call(bb0, (bp, bb), (inp,))
+            node_e = functional_call(hd0, (hp, hb), (feats,))
+            e = self._node_to_graph(graph, node_e)
+            return e.sum(), e
+
+        pos = pos.detach()
+        strain = strain.detach()
+        assert self.backend.vmap_context is not None
+        with self.backend.vmap_context():
+            if forces or stress:
+                fn = grad_and_value(member_energy, argnums=(4, 5), has_aux=True)
+                (g_pos, g_strain), (_, energy) = vmap(fn)(bb_p, bb_b, hd_p, hd_b, pos, strain)
+            else:
+                _, energy = vmap(member_energy)(bb_p, bb_b, hd_p, hd_b, pos, strain)
+        out = {"energy": energy}
+        grads = tuple(g for g, want in ((g_pos, forces), (g_strain, stress)) if want) if (
+            forces or stress) else ()
+        self._fill(out, graph, grads, forces, stress)
+        return out
+
+    def _fill(
+        self,
+        out: dict[str, torch.Tensor],
+        graph: Graph,
+        grads: tuple[torch.Tensor, ...],
+        forces: bool,
+        stress: bool,
+    ) -> None:
+        if forces:
+            out["forces"] = -grads[0]
+        if stress:
+            dtype = self.scale.dtype
+            volume = torch.linalg.det(graph.cell.to(dtype)).abs()
+            volume = torch.where(graph.periodic, volume, torch.ones_like(volume))
+            st = grads[-1] / volume[None, :, None, None]
+            out["stress"] = torch.where(graph.periodic[None, :, None, None], st, 0.0 * st)

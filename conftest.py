@@ -1,0 +1,1 @@
+"""Repository-root conftest: makes pytest import the source tree (see pal_atoms/__init__)."""

@@ -1,0 +1,1 @@
+"""Generators: uncertainty-aware MD, transition-state search and samplers."""

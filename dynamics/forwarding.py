@@ -1,0 +1,244 @@
+"""The bridge between unmodified ASE dynamics and the prediction kernel.
+
+:class:`ForwardingCalculator` is an ordinary ASE calculator: every geometry an ASE
+dynamics, optimizer, NEB or Sella asks it about goes to a
+:class:`~pal_atoms.protocols.PredictionClient`, and the committee's results come back
+together with the controller's verdict (kept in :attr:`ForwardingCalculator.last_verdict`).
+:class:`LocalClient` is the single-process client: it predicts with any ASE calculator and
+judges with a selection rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from pal_atoms.errors import PalAtomsError
+from pal_atoms.protocols import PredictionClient, Verdict
+from pal_atoms.selection import SelectionRule, TrustWindow
+
+__all__ = [
+    "UNCERTAINTY_KEYS",
+    "ForwardingCalculator",
+    "LocalClient",
+    "SelectedGeometry",
+    "UnphysicalStateError",
+    "worst_verdict",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Uncertainty keys a committee may return; forwarded (and gettable) when present.
+UNCERTAINTY_KEYS = ("energy_std", "forces_std", "max_force_std", "mean_force_std", "stress_std")
+
+_SEVERITY = {Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
+
+
+class UnphysicalStateError(PalAtomsError):
+    """Raised when a generator reaches a geometry or prediction no one should use.
+
+    Atoms closer than the threshold, fragments flying apart, non-finite coordinates,
+    energies or forces, or an energy jump beyond the limit. Generators catch it and
+    restart; it only escapes from a bare :class:`ForwardingCalculator` used by hand.
+    """
+
+
+def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """Most severe verdict of ``verdicts`` (``None`` for none).
+
+    Severity order: ``TRUSTED < UNCERTAIN < UNTRUSTED``.
+    """
+    worst: Verdict | None = None
+    for v in verdicts:
+        if worst is None or _SEVERITY[Verdict(v)] > _SEVERITY[worst]:
+            worst = Verdict(v)
+    return worst
+
+
+class ForwardingCalculator(Calculator):
+    """ASE calculator that forwards every geometry to a prediction client.
+
+    Any unmodified ASE dynamics or optimizer runs on it. Each call to :meth:`calculate`
+    is one ``client.evaluate`` round trip; the results are cached like any ASE result, and
+    the verdict of every round trip is kept until :meth:`pop_verdicts`.
+
+    Args:
+        client: Where predictions and verdicts come from.
+        generator_id: Id sent with every request (provenance).
+        guard: Optional check run on each geometry *before* it is forwarded; it raises
+            :class:`UnphysicalStateError` to stop garbage from reaching the committee.
+
+    Attributes:
+        last_verdict: Verdict of the most recent round trip (``None`` before the first).
+        step: Number of round trips so far; sent as ``step`` with each request.
+    """
+
+    implemented_properties: ClassVar[tuple[str, ...]] = (  # type: ignore[misc]
+        "energy",
+        "free_energy",
+        "forces",
+        "stress",
+        *UNCERTAINTY_KEYS,
+    )
+
+    def __init__(
+        self,
+        client: PredictionClient,
+        *,
+        generator_id: int = 0,
+        guard: Callable[[Atoms], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(getattr(client, "evaluate", None)):
+            raise ValueError(f"client must have an evaluate() method, got {type(client)!r}")
+        self.client = client
+        self.generator_id = int(generator_id)
+        self.guard = guard
+        self.step = 0
+        self.last_verdict: Verdict | None = None
+        self._verdicts: list[Verdict] = []
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Iterable[str] = ("energy",),
+        system_changes: Iterable[str] = tuple(all_changes),
+    ) -> None:
+        """Forward ``atoms`` to the client and store its results (energy in eV, forces in eV/Å).
+
+        Raises:
+            UnphysicalStateError: The guard rejected the geometry (nothing was forwarded),
+                or the client returned non-finite energy or forces (the verdict is kept).
+        """
+        super().calculate(atoms, list(properties), list(system_changes))
+        assert self.atoms is not None  # set by the base class
+        if self.guard is not None:
+            self.guard(self.atoms)
+        self.step += 1
+        results, verdict = self.client.evaluate(
+            self.atoms, generator_id=self.generator_id, step=self.step
+        )
+        verdict = Verdict(verdict)
+        self.last_verdict = verdict
+        self._verdicts.append(verdict)
+        out = {k: (np.array(v, dtype=float) if isinstance(v, np.ndarray) else v)
+               for k, v in results.items()}
+        if "energy" not in out or "forces" not in out:
+            raise ValueError(f"client results need 'energy' and 'forces', got {sorted(out)}")
+        out.setdefault("free_energy", out["energy"])
+        forces = np.asarray(out["forces"], dtype=float)
+        if forces.shape != (len(self.atoms), 3):
+            raise ValueError(f"forces must have shape ({len(self.atoms)}, 3), got {forces.shape}")
+        out["forces"] = forces
+        self.results = out
+        if not (np.isfinite(float(out["energy"])) and np.all(np.isfinite(forces))):
+            raise UnphysicalStateError("the committee returned non-finite energy or forces")
+
+    def pop_verdicts(self) -> list[Verdict]:
+        """Return the verdicts of the round trips since the last call, and forget them."""
+        verdicts, self._verdicts = self._verdicts, []
+        return verdicts
+
+    def prime(self, atoms: Atoms, results: Mapping[str, Any]) -> None:
+        """Make ``results`` the cached results for ``atoms`` (no round trip for it).
+
+        Used when a generator jumps back to a frame it has already evaluated.
+
+        Args:
+            atoms: The geometry (copied).
+            results: Its results, as stored from an earlier :attr:`results`.
+        """
+        self.atoms = atoms.copy()
+        self.results = dict(results)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectedGeometry:
+    """A geometry the selection rule did not trust (uncertain or untrusted).
+
+    Attributes:
+        atoms: Copy of the geometry (with ``atoms.info`` kept, e.g. ``charge``).
+        results: The committee's results on it.
+        verdict: ``UNCERTAIN`` or ``UNTRUSTED``.
+        generator_id: Id of the generator that proposed it.
+        step: That generator's round-trip counter.
+    """
+
+    atoms: Atoms
+    results: dict[str, Any]
+    verdict: Verdict
+    generator_id: int
+    step: int
+
+
+@dataclass(kw_only=True)
+class LocalClient:
+    """Single-process :class:`~pal_atoms.protocols.PredictionClient`.
+
+    Predicts with any ASE calculator (the committee, or a reference method in tests) and
+    judges the prediction with ``rule``.
+
+    Args:
+        calculator: ASE calculator; for the default rule it must return ``max_force_std``.
+        rule: Selection rule ``rule(atoms, results) -> Verdict`` (default
+            :class:`~pal_atoms.selection.TrustWindow`).
+        record: Keep every non-trusted geometry in :attr:`selected`.
+        on_selected: Called with each non-trusted geometry (the controller's
+            single-process mode sends them to the oracle this way).
+
+    Attributes:
+        selected: Recorded non-trusted geometries (only with ``record=True``).
+        n_evaluations: Number of predictions made.
+        model_time_s: Wall time spent inside the calculator, in s.
+    """
+
+    calculator: Calculator
+    rule: SelectionRule = field(default_factory=TrustWindow)
+    record: bool = False
+    on_selected: Callable[[SelectedGeometry], None] | None = None
+    selected: list[SelectedGeometry] = field(default_factory=list)
+    n_evaluations: int = 0
+    model_time_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.calculator, Calculator) and not hasattr(
+            self.calculator, "get_property"
+        ):
+            raise ValueError(f"calculator must be an ASE calculator, got {self.calculator!r}")
+        if not callable(self.rule):
+            raise ValueError(f"rule must be callable, got {self.rule!r}")
+
+    def evaluate(
+        self, atoms: Atoms, *, generator_id: int = 0, step: int = 0
+    ) -> tuple[dict[str, Any], Verdict]:
+        """Predict ``atoms`` (not modified) and judge the prediction.
+
+        Returns:
+            ``(results, verdict)``; ``results`` is a copy of the calculator's results
+            (``energy`` in eV, ``forces`` in eV/Å with shape ``(n_atoms, 3)``, plus
+            whatever uncertainty keys the calculator returns).
+        """
+        work = atoms.copy()
+        t0 = time.perf_counter()
+        self.calculator.get_property("energy", work)
+        self.calculator.get_property("forces", work)
+        self.model_time_s += time.perf_counter() - t0
+        self.n_evaluations += 1
+        results = {k: (np.array(v) if isinstance(v, np.ndarray) else v)
+                   for k, v in self.calculator.results.items()}
+        verdict = Verdict(self.rule(work, results))
+        if verdict is not Verdict.TRUSTED and (self.record or self.on_selected is not None):
+            item = SelectedGeometry(atoms=work, results=results, verdict=verdict,
+                                    generator_id=generator_id, step=step)
+            if self.record:
+                self.selected.append(item)
+            if self.on_selected is not None:
+                self.on_selected(item)
+        return results, verdict

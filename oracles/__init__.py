@@ -1,0 +1,1 @@
+"""Oracles: reference methods (xTB, PySCF, Turbomole, any ASE calculator) with failure semantics."""

@@ -1,0 +1,82 @@
+"""Compatibility shims for third-party packages, in one place.
+
+Each shim is the smallest change that makes a pinned dependency import on the torch we
+install, and each one says why. Import the backends through these functions only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["import_mace", "import_schnetpack", "torch_load"]
+
+_FORCE_VAR = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def _allow_slice_in_weights_only_load() -> None:
+    # e3nn 0.4.4 (pinned by mace-torch 0.3.x) loads its Wigner constants with a plain
+    # torch.load; since torch 2.6 that defaults to weights_only=True and refuses the
+    # `slice` objects in the file. Allow-listing `slice` is harmless (it cannot run code).
+    import torch
+
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is not None:
+        add([slice])
+
+
+def import_mace() -> ModuleType:
+    """Import ``mace`` (with e3nn) without leaking its process-wide side effects.
+
+    ``import mace`` sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in ``os.environ``, which
+    turns off torch's protection against code execution in every later ``torch.load``
+    without an explicit ``weights_only``. We restore the caller's environment right after
+    the import; pal-atoms itself always passes ``weights_only=True``.
+
+    Returns:
+        The imported ``mace`` package (with ``mace.modules``, ``mace.data`` and
+        ``mace.tools`` imported).
+    """
+    _allow_slice_in_weights_only_load()
+    before = os.environ.get(_FORCE_VAR)
+    try:
+        mace = importlib.import_module("mace")
+        for sub in ("mace.modules", "mace.data", "mace.tools", "mace.tools.scatter"):
+            importlib.import_module(sub)
+    finally:
+        if before is None:
+            os.environ.pop(_FORCE_VAR, None)
+        else:
+            os.environ[_FORCE_VAR] = before
+    return mace
+
+
+def import_schnetpack() -> ModuleType:
+    """Import ``schnetpack`` 2.0.x on current torch.
+
+    schnetpack 2.0.4 imports ``T_co`` from ``torch.utils.data.dataloader``, which torch
+    renamed to ``_T_co``; we restore the old name (a TypeVar) before importing.
+
+    Raises:
+        ImportError: schnetpack is not installed (install the ``schnet`` extra).
+    """
+    import torch.utils.data.dataloader as dl
+
+    if not hasattr(dl, "T_co") and hasattr(dl, "_T_co"):
+        dl.T_co = dl._T_co  # type: ignore[attr-defined]
+    try:
+        return importlib.import_module("schnetpack")
+    except ImportError as exc:
+        raise ImportError(
+            f"{exc}; the SchNet backend needs: pip install 'pal-atoms[schnet]'"
+        ) from exc
+
+
+def torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` that never unpickles code (``weights_only=True``, always explicit)."""
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,57 @@
+"""The small contracts between kernels: verdicts and the prediction client.
+
+A generator never talks to a model or an oracle directly. It hands a geometry to a
+:class:`PredictionClient`, which returns the committee's results together with the
+controller's :class:`Verdict`. In a single process the client calls the committee and the
+selection rule directly; on an MPI generator rank it sends the geometry to the controller
+and waits for the answer. Generators are written once against this protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol, runtime_checkable
+
+from ase import Atoms
+
+__all__ = ["PredictionClient", "Verdict"]
+
+
+class Verdict(str, enum.Enum):
+    """The controller's judgement of one committee prediction.
+
+    ``TRUSTED``: uncertainty below the lower bound; use the prediction.
+    ``UNCERTAIN``: between the bounds; the geometry is sent to the oracle, but the
+    prediction may still be used (a generator counts these against its patience).
+    ``UNTRUSTED``: above the upper bound; labelled as well, and the generator should not
+    continue from this geometry.
+    """
+
+    TRUSTED = "trusted"
+    UNCERTAIN = "uncertain"
+    UNTRUSTED = "untrusted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@runtime_checkable
+class PredictionClient(Protocol):
+    """Where a generator gets predictions and verdicts from."""
+
+    def evaluate(
+        self, atoms: Atoms, *, generator_id: int = 0, step: int = 0
+    ) -> tuple[dict[str, Any], Verdict]:
+        """Predict ``atoms`` with the committee and judge the prediction.
+
+        Args:
+            atoms: Geometry to evaluate (not modified).
+            generator_id: Id of the asking generator (provenance, per-generator state).
+            step: The generator's step counter (provenance).
+
+        Returns:
+            ``(results, verdict)``: ``results`` holds at least ``energy`` (eV), ``forces``
+            (eV/Å, shape ``(n_atoms, 3)``) and ``max_force_std`` (eV/Å); ``verdict`` is the
+            controller's judgement.
+        """
+        ...
