@@ -11,12 +11,13 @@ backend, so another MLP is one file with one :class:`Backend` subclass, register
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Backend", "BackboneInput", "get_backend", "register_backend"]
+__all__ = ["BackboneInput", "Backend", "get_backend", "register_backend"]
 
 
 class BackboneInput:
@@ -56,6 +57,10 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: Default hyperparameters (JSON-serialisable); must contain ``r_max`` (Å).
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Context manager factory under which ``torch.func.vmap`` over stacked member weights
+    #: works for this backend's modules, or ``None`` if the backend cannot be vmapped
+    #: (members are then evaluated one after another).
+    vmap_context: ClassVar[Callable[[], AbstractContextManager[None]] | None] = None
 
     def hyperparameters(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults updated with ``overrides``.

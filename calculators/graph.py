@@ -56,9 +56,7 @@ class SpeciesTable:
     pairs: tuple[tuple[int, int], ...]
 
     @classmethod
-    def from_elements(
-        cls, numbers: Sequence[int], charges: Sequence[int] = (0,)
-    ) -> SpeciesTable:
+    def from_elements(cls, numbers: Sequence[int], charges: Sequence[int] = (0,)) -> SpeciesTable:
         """Every combination of the given atomic numbers and total charges, sorted."""
         if len(numbers) == 0:
             raise ValueError("a committee needs at least one element")

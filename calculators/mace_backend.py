@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,9 +12,51 @@ import torch
 
 from pal_atoms.compat import import_mace
 
-from .backend import Backend, BackboneInput, register_backend
+from .backend import BackboneInput, Backend, register_backend
 
 __all__ = ["MaceBackend"]
+
+
+def _scatter_sum_out_of_place(  # noqa: PLR0917  (mirrors mace's signature)
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: torch.Tensor | None = None,
+    dim_size: int | None = None,
+    reduce: str = "sum",
+) -> torch.Tensor:
+    """``mace.tools.scatter.scatter_sum`` without the in-place ``scatter_add_``.
+
+    Same result; ``torch.func.vmap`` cannot batch an in-place add into an unbatched zeros
+    tensor, which is what mace's version does.
+    """
+    from mace.tools.scatter import _broadcast
+
+    if out is not None or reduce != "sum":
+        raise ValueError("only out=None, reduce='sum' is supported under vmap")
+    index = _broadcast(index, src, dim)
+    size = list(src.size())
+    size[dim] = dim_size if dim_size is not None else int(index.max()) + 1
+    return torch.zeros(size, dtype=src.dtype, device=src.device).scatter_add(dim, index, src)
+
+
+@contextlib.contextmanager
+def _vmappable_mace() -> Iterator[None]:
+    """Swap mace's in-place scatter for an out-of-place one while a vmapped call runs.
+
+    Only ``mace.modules.blocks`` (the interaction blocks) calls it in our forward. The
+    swap is undone on exit; the functions give identical results, so other threads that
+    run mace meanwhile are unaffected.
+    """
+    import_mace()
+    from mace.modules import blocks
+
+    original = blocks.scatter_sum
+    blocks.scatter_sum = _scatter_sum_out_of_place
+    try:
+        yield
+    finally:
+        blocks.scatter_sum = original
 
 
 def _build_mace(n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
@@ -114,11 +158,41 @@ class MaceBackend(Backend):
         "avg_num_neighbors": 8.0,
         "radial_mlp": [32, 32, 32],
     }
+    vmap_context: ClassVar[Callable[[], AbstractContextManager[None]] | None] = staticmethod(
+        _vmappable_mace
+    )
 
     def build_backbone(self, n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
         """Build the MACE backbone (see :class:`Backend`)."""
         return _MaceBackbone(_build_mace(n_species, hyper))
 
     def build_head(self, n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
-        """Build MACE readouts (see :class:`Backend`)."""
-        return _MaceHead(_build_mace(n_species, hyper))
+        """Build MACE readouts alone, as ``mace.modules.MACE`` lays them out."""
+        import_mace()
+        from e3nn import o3
+        from mace.modules.blocks import LinearReadoutBlock, NonLinearReadoutBlock
+
+        hidden = o3.Irreps(str(hyper["hidden_irreps"]))
+        n_layers = int(hyper["num_interactions"])
+        scalar = o3.Irreps(str(hidden[0]))
+        out = o3.Irreps("1x0e")
+        readouts = torch.nn.ModuleList(
+            [LinearReadoutBlock(hidden if n_layers > 1 else scalar, out)]
+        )
+        for i in range(n_layers - 1):
+            if i == n_layers - 2:
+                readouts.append(
+                    NonLinearReadoutBlock(
+                        scalar,
+                        o3.Irreps(str(hyper["mlp_irreps"])),
+                        torch.nn.functional.silu,
+                        out,
+                        1,
+                    )
+                )
+            else:
+                readouts.append(LinearReadoutBlock(hidden, out))
+        head = _MaceHead.__new__(_MaceHead)
+        torch.nn.Module.__init__(head)
+        head.readouts = readouts
+        return head

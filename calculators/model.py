@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .backend import Backend, BackboneInput
+from .backend import BackboneInput, Backend
 from .graph import Graph
 
 __all__ = ["MODES", "CommitteeModel"]
@@ -53,6 +53,7 @@ class CommitteeModel(torch.nn.Module):
         n_species: int,
         hyper: Mapping[str, Any],
         n_members: int,
+        *,
         mode: str = "full",
         seed: int = 0,
     ) -> None:
@@ -79,6 +80,13 @@ class CommitteeModel(torch.nn.Module):
         #: Evaluate a full committee member-batched (vmap) at inference when possible.
         self.batched = True
         self._vmap_failed = False
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CommitteeModel:
+        # .to(dtype) must not round the E0s (hundreds of eV) to float32: keep them float64.
+        e0 = self.e0.detach().clone()
+        super()._apply(fn, recurse)
+        self.e0.data = e0.to(device=self.e0.device, dtype=torch.float64)
+        return self
 
     def _build(self, builder: Any, seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -111,7 +119,7 @@ class CommitteeModel(torch.nn.Module):
 
     def e0_sum(self, graph: Graph) -> torch.Tensor:
         """Sum of E0s per structure in eV, float64. Shape: ``[n_graphs]``."""
-        node = self.e0[graph.species]
+        node = self.e0[graph.species].double()
         out = torch.zeros(graph.n_graphs, dtype=torch.float64, device=node.device)
         return out.index_add_(0, graph.batch, node)
 
@@ -149,13 +157,16 @@ class CommitteeModel(torch.nn.Module):
             (n_sel, graph.n_graphs, 3, 3), dtype=dtype, device=base.device, requires_grad=stress
         )
         use_vmap = (
-            self.mode == "full" and self.batched and n_sel > 1 and not create_graph
-            and not torch.is_grad_enabled() is False and self.backend.vmap_context is not None
+            self.mode == "full"
+            and self.batched
+            and n_sel > 1
+            and not create_graph
+            and self.backend.vmap_context is not None
             and not self._vmap_failed
         )
         if use_vmap:
             try:
-                return self._forward_vmap(graph, sel, pos0, strain, forces, stress)
+                return self._forward_vmap(graph, sel, pos0, strain, forces=forces, stress=stress)
             except RuntimeError as exc:  # an op without a batching rule in this backend
                 self._vmap_failed = True
                 logger.warning("member-batched (vmap) evaluation failed, looping: %s", exc)
@@ -173,9 +184,7 @@ class CommitteeModel(torch.nn.Module):
             self._fill(out, graph, grads, forces, stress)
         return out
 
-    def _strained(
-        self, graph: Graph, pos: torch.Tensor, strain: torch.Tensor
-    ) -> torch.Tensor:
+    def _strained(self, graph: Graph, pos: torch.Tensor, strain: torch.Tensor) -> torch.Tensor:
         """Edge vectors of one member's copy. pos ``[n, 3]``, strain ``[n_graphs, 3, 3]``."""
         dtype = pos.dtype
         sym = 0.5 * (strain + strain.transpose(-1, -2))
@@ -226,6 +235,7 @@ class CommitteeModel(torch.nn.Module):
         sel: list[int],
         pos: torch.Tensor,
         strain: torch.Tensor,
+        *,
         forces: bool,
         stress: bool,
     ) -> dict[str, torch.Tensor]:
@@ -238,11 +248,12 @@ class CommitteeModel(torch.nn.Module):
         hd_p, hd_b = stack_module_state([self.heads[m] for m in sel])  # type: ignore[arg-type]
         bb0, hd0 = self.backbones[sel[0]], self.heads[sel[0]]
 
-        def member_energy(
+        def member_energy(  # noqa: PLR0917  (vmap passes arguments positionally)
             bp: Any, bb: Any, hp: Any, hb: Any, p: torch.Tensor, s: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            inp = BackboneInput(graph.species, one_hot, self._strained(graph, p, s),
-                                graph.edge_index)
+            inp = BackboneInput(
+                graph.species, one_hot, self._strained(graph, p, s), graph.edge_index
+            )
             feats = functional_call(bb0, (bp, bb), (inp,))
             node_e = functional_call(hd0, (hp, hb), (feats,))
             e = self._node_to_graph(graph, node_e)
@@ -258,8 +269,11 @@ class CommitteeModel(torch.nn.Module):
             else:
                 _, energy = vmap(member_energy)(bb_p, bb_b, hd_p, hd_b, pos, strain)
         out = {"energy": energy}
-        grads = tuple(g for g, want in ((g_pos, forces), (g_strain, stress)) if want) if (
-            forces or stress) else ()
+        grads = (
+            tuple(g for g, want in ((g_pos, forces), (g_strain, stress)) if want)
+            if (forces or stress)
+            else ()
+        )
         self._fill(out, graph, grads, forces, stress)
         return out
 

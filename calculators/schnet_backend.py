@@ -9,7 +9,7 @@ import torch
 
 from pal_atoms.compat import import_schnetpack
 
-from .backend import Backend, BackboneInput, register_backend
+from .backend import BackboneInput, Backend, register_backend
 
 __all__ = ["SchNetBackend"]
 

@@ -159,8 +159,13 @@ class Generator(abc.ABC):
         return list(self.irun(client, max_steps))
 
     def _base_state(self) -> dict[str, Any]:
-        return {"kind": type(self).__name__, "generator_id": self.generator_id,
-                "step": self.step, "n_restarts": self.n_restarts, "done": self.done}
+        return {
+            "kind": type(self).__name__,
+            "generator_id": self.generator_id,
+            "step": self.step,
+            "n_restarts": self.n_restarts,
+            "done": self.done,
+        }
 
     def _restore_base(self, state: dict[str, Any]) -> None:
         kind = state.get("kind")
@@ -193,11 +198,68 @@ def atoms_to_dict(atoms: Atoms, *, momenta: bool = True) -> dict[str, Any]:
 
 def atoms_from_dict(data: dict[str, Any]) -> Atoms:
     """Inverse of :func:`atoms_to_dict`."""
-    atoms = Atoms(numbers=data["numbers"], positions=data["positions"], cell=data["cell"],
-                  pbc=data["pbc"], info=dict(data.get("info", {})))
+    atoms = Atoms(
+        numbers=data["numbers"],
+        positions=data["positions"],
+        cell=data["cell"],
+        pbc=data["pbc"],
+        info=dict(data.get("info", {})),
+    )
     if "momenta" in data:
         atoms.set_momenta(np.asarray(data["momenta"], dtype=float))
     return atoms
+
+
+def _pair_graph(atoms: Atoms, cutoff_A: float) -> Any:
+    """Sparse symmetric matrix of the pair distances below ``cutoff_A`` (Å), O(N log N)."""
+    from scipy.sparse import coo_matrix
+
+    n = len(atoms)
+    if atoms.pbc.any():
+        from ase.neighborlist import neighbor_list
+
+        i, j, d = neighbor_list("ijd", atoms, cutoff_A)
+    else:
+        from scipy.spatial import cKDTree
+
+        pos = atoms.positions
+        pairs = cKDTree(pos).query_pairs(cutoff_A, output_type="ndarray")
+        i, j = pairs[:, 0], pairs[:, 1]
+        d = np.linalg.norm(pos[i] - pos[j], axis=1)
+    return coo_matrix((d + 1e-300, (i, j)), shape=(n, n)).tocsr()
+
+
+def _dense_groups(adjacent: np.ndarray) -> int:
+    """Connected groups of a small dense boolean adjacency matrix (frontier expansion)."""
+    n = len(adjacent)
+    a = adjacent.astype(np.float32)
+    seen = np.zeros(n, dtype=bool)
+    groups = 0
+    while not seen.all():
+        groups += 1
+        reach = np.zeros(n, dtype=np.float32)
+        reach[int(np.argmin(seen))] = 1.0
+        count = 1.0
+        while True:
+            reach = np.minimum(reach + a @ reach, 1.0)
+            grown = float(reach.sum())
+            if grown == count:
+                break
+            count = grown
+        seen |= reach > 0
+    return groups
+
+
+def _dense_distances(pos: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import cdist
+
+    d = cdist(pos, pos)
+    d[np.diag_indices(len(pos))] = np.inf
+    return d
+
+
+#: Up to this many atoms (non-periodic), geometry checks use dense distance matrices.
+_DENSE_MAX = 256
 
 
 def n_fragments(atoms: Atoms, bond_A: float) -> int:
@@ -205,22 +267,12 @@ def n_fragments(atoms: Atoms, bond_A: float) -> int:
     n = len(atoms)
     if n < 2:
         return n
-    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
-    adjacent = d < bond_A
-    seen = np.zeros(n, dtype=bool)
-    groups = 0
-    for start in range(n):
-        if seen[start]:
-            continue
-        groups += 1
-        stack = [start]
-        seen[start] = True
-        while stack:
-            i = stack.pop()
-            for j in np.flatnonzero(adjacent[i] & ~seen):
-                seen[j] = True
-                stack.append(int(j))
-    return groups
+    if n <= _DENSE_MAX and not atoms.pbc.any():
+        return _dense_groups(_dense_distances(atoms.positions) < bond_A)
+    from scipy.sparse.csgraph import connected_components
+
+    count, _ = connected_components(_pair_graph(atoms, bond_A), directed=False)
+    return int(count)
 
 
 def check_geometry(
@@ -243,16 +295,37 @@ def check_geometry(
         raise UnphysicalStateError("non-finite coordinates")
     if len(atoms) < 2 or (min_distance_A is None and max_distance_A is None):
         return
-    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
-    d[np.diag_indices(len(atoms))] = np.inf
-    if min_distance_A is not None:
-        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-        if d[i, j] < min_distance_A:
+    n = len(atoms)
+    if n <= _DENSE_MAX and not atoms.pbc.any():
+        d = _dense_distances(pos)
+        if min_distance_A is not None:
+            k = int(np.argmin(d))
+            if d.flat[k] < min_distance_A:
+                raise UnphysicalStateError(
+                    f"atoms {k // n} and {k % n} are {d.flat[k]:.3f} Å apart (< {min_distance_A} Å)"
+                )
+        if max_distance_A is not None:
+            groups = _dense_groups(d < max_distance_A)
+            if groups > 1:
+                raise UnphysicalStateError(
+                    f"structure split into {groups} fragments (no "
+                    f"contact within {max_distance_A} Å)"
+                )
+        return
+    cutoff = max(x for x in (min_distance_A, max_distance_A) if x is not None)
+    graph = _pair_graph(atoms, cutoff)
+    if min_distance_A is not None and graph.nnz:
+        k = int(np.argmin(graph.data))
+        if graph.data[k] < min_distance_A:
+            i = int(np.searchsorted(graph.indptr, k, side="right") - 1)
+            j = int(graph.indices[k])
             raise UnphysicalStateError(
-                f"atoms {i} and {j} are {d[i, j]:.3f} Å apart (< {min_distance_A} Å)"
+                f"atoms {i} and {j} are {graph.data[k]:.3f} Å apart (< {min_distance_A} Å)"
             )
     if max_distance_A is not None:
-        groups = n_fragments(atoms, max_distance_A)
+        from scipy.sparse.csgraph import connected_components
+
+        groups, _ = connected_components(graph, directed=False)
         if groups > 1:
             raise UnphysicalStateError(
                 f"structure split into {groups} fragments (no contact within {max_distance_A} Å)"

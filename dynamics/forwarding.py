@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from pal_atoms.errors import PalAtomsError
 from pal_atoms.protocols import PredictionClient, Verdict
@@ -36,7 +36,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Uncertainty keys a committee may return; forwarded (and gettable) when present.
-UNCERTAINTY_KEYS = ("energy_std", "forces_std", "max_force_std", "mean_force_std", "stress_std")
+UNCERTAINTY_KEYS = (
+    "energy_std",
+    "forces_std",
+    "max_force_std",
+    "mean_force_std",
+    "stress_std",
+    "energy_comm",
+    "forces_comm",
+    "stress_comm",
+)
+
+#: ``atoms.info`` keys that change the prediction without moving an atom.
+_INFO_KEYS = ("charge", "total_charge", "multiplicity", "mult", "spin_multiplicity")
 
 _SEVERITY = {Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
 
@@ -80,7 +92,7 @@ class ForwardingCalculator(Calculator):
         step: Number of round trips so far; sent as ``step`` with each request.
     """
 
-    implemented_properties: ClassVar[tuple[str, ...]] = (  # type: ignore[misc]
+    implemented_properties: ClassVar[tuple[str, ...]] = (  # type: ignore[assignment,misc]
         "energy",
         "free_energy",
         "forces",
@@ -128,8 +140,10 @@ class ForwardingCalculator(Calculator):
         verdict = Verdict(verdict)
         self.last_verdict = verdict
         self._verdicts.append(verdict)
-        out = {k: (np.array(v, dtype=float) if isinstance(v, np.ndarray) else v)
-               for k, v in results.items()}
+        out = {
+            k: (np.array(v, dtype=float) if isinstance(v, np.ndarray) else v)
+            for k, v in results.items()
+        }
         if "energy" not in out or "forces" not in out:
             raise ValueError(f"client results need 'energy' and 'forces', got {sorted(out)}")
         out.setdefault("free_energy", out["energy"])
@@ -140,6 +154,61 @@ class ForwardingCalculator(Calculator):
         self.results = out
         if not (np.isfinite(float(out["energy"])) and np.all(np.isfinite(forces))):
             raise UnphysicalStateError("the committee returned non-finite energy or forces")
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """Changes since the cached geometry, by exact comparison (fast path of ASE's).
+
+        ASE's ``compare_atoms`` costs ~100 µs per call (``numpy.isclose`` per property);
+        an MD step asks twice. Exact equality is at least as strict as ASE's 1e-15
+        tolerance. A change of ``charge``/``multiplicity`` in ``atoms.info`` counts as an
+        ``initial_charges`` change (the committee reads the charge from there).
+        """
+        old = self.atoms
+        if old is None or len(old) != len(atoms):
+            return list(all_changes)
+        changes = []
+        if not np.array_equal(old.positions, atoms.positions):
+            changes.append("positions")
+        if not np.array_equal(old.numbers, atoms.numbers):
+            changes.append("numbers")
+        if not np.array_equal(old.cell.array, atoms.cell.array):
+            changes.append("cell")
+        if not np.array_equal(old.pbc, atoms.pbc):
+            changes.append("pbc")
+        for key in ("initial_charges", "initial_magmoms"):
+            a, b = old.arrays.get(key), atoms.arrays.get(key)
+            if a is None or b is None:
+                if (a is None) != (b is None):
+                    changes.append(key)
+            elif not np.array_equal(a, b):
+                changes.append(key)
+        if "initial_charges" not in changes and any(
+            old.info.get(k) != atoms.info.get(k) for k in _INFO_KEYS
+        ):
+            changes.append("initial_charges")
+        return changes
+
+    def get_property(
+        self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True
+    ) -> Any:
+        """ASE's ``get_property``, without a second round trip for a key the client lacks.
+
+        Raises:
+            PropertyNotImplementedError: ``name`` is not declared, or the client did not
+                return it for this geometry.
+        """
+        target = atoms if atoms is not None else self.atoms
+        if (
+            name in self.implemented_properties
+            and name not in self.results
+            and self.results
+            and target is not None
+            and not self.check_state(target)
+        ):
+            raise PropertyNotImplementedError(
+                f"{name!r} not returned by the prediction client for this geometry"
+            )
+        return super().get_property(name, atoms, allow_calculation)
 
     def pop_verdicts(self) -> list[Verdict]:
         """Return the verdicts of the round trips since the last call, and forget them."""
@@ -178,7 +247,7 @@ class SelectedGeometry:
     step: int
 
 
-@dataclass(kw_only=True)
+@dataclass
 class LocalClient:
     """Single-process :class:`~pal_atoms.protocols.PredictionClient`.
 
@@ -201,6 +270,7 @@ class LocalClient:
 
     calculator: Calculator
     rule: SelectionRule = field(default_factory=TrustWindow)
+    _: KW_ONLY
     record: bool = False
     on_selected: Callable[[SelectedGeometry], None] | None = None
     selected: list[SelectedGeometry] = field(default_factory=list)
@@ -225,18 +295,35 @@ class LocalClient:
             (``energy`` in eV, ``forces`` in eV/Å with shape ``(n_atoms, 3)``, plus
             whatever uncertainty keys the calculator returns).
         """
-        work = atoms.copy()
+        calc = self.calculator
         t0 = time.perf_counter()
-        self.calculator.get_property("energy", work)
-        self.calculator.get_property("forces", work)
+        if isinstance(calc, Calculator):
+            # ASE's get_property, once for both properties. The real system changes matter:
+            # with "numbers" among them, tblite rebuilds its model and LJ its neighbour list.
+            changes = calc.check_state(atoms)
+            if changes:
+                calc.atoms, calc.results = None, {}
+            if "energy" not in calc.results or "forces" not in calc.results:
+                if calc.use_cache:
+                    calc.atoms = atoms.copy()
+                calc.calculate(atoms, ["energy", "forces"], changes)
+        else:
+            calc.get_property("energy", atoms)
+            calc.get_property("forces", atoms)
         self.model_time_s += time.perf_counter() - t0
         self.n_evaluations += 1
-        results = {k: (np.array(v) if isinstance(v, np.ndarray) else v)
-                   for k, v in self.calculator.results.items()}
-        verdict = Verdict(self.rule(work, results))
+        results = {
+            k: (np.array(v) if isinstance(v, np.ndarray) else v) for k, v in calc.results.items()
+        }
+        verdict = Verdict(self.rule(atoms, results))
         if verdict is not Verdict.TRUSTED and (self.record or self.on_selected is not None):
-            item = SelectedGeometry(atoms=work, results=results, verdict=verdict,
-                                    generator_id=generator_id, step=step)
+            item = SelectedGeometry(
+                atoms=atoms.copy(),
+                results=results,
+                verdict=verdict,
+                generator_id=generator_id,
+                step=step,
+            )
             if self.record:
                 self.selected.append(item)
             if self.on_selected is not None:

@@ -33,10 +33,11 @@ class FrameWriter:
     calling rank (no MPI collectives).
 
     Args:
-        path: Output file (overwritten).
+        path: Output file.
+        append: Append to an existing file (resume) instead of overwriting it.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, append: bool = False) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix == ".traj":
@@ -48,13 +49,22 @@ class FrameWriter:
         else:
             raise ValueError(f"frame file must end in .traj, .h5, .hdf5, .xyz or .extxyz: {path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
+        self.append = append and self.path.exists()
+        if not self.append:
+            self.path.unlink(missing_ok=True)
         self.n_frames = 0
         self._traj: Any = None
         self._h5: Any = None
 
-    def write(self, atoms: Atoms, *, step: int, energy: float | None = None,
-              forces: np.ndarray | None = None, verdict: Verdict | None = None) -> None:
+    def write(
+        self,
+        atoms: Atoms,
+        *,
+        step: int,
+        energy: float | None = None,
+        forces: np.ndarray | None = None,
+        verdict: Verdict | None = None,
+    ) -> None:
         """Append one frame.
 
         Args:
@@ -73,26 +83,33 @@ class FrameWriter:
                 frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
             if self._kind == "traj":
                 if self._traj is None:
-                    self._traj = open_trajectory(self.path, "w")
+                    self._traj = open_trajectory(self.path, "a" if self.append else "w")
                 self._traj.write(frame)
             else:
-                write_frames(self.path, frame, fmt="extxyz", append=self.n_frames > 0)
+                write_frames(
+                    self.path, frame, fmt="extxyz", append=self.append or self.n_frames > 0
+                )
         self.n_frames += 1
 
-    def _write_h5(self, atoms: Atoms, step: int, energy: float | None,
-                  verdict: Verdict | None) -> None:
+    def _write_h5(
+        self, atoms: Atoms, step: int, energy: float | None, verdict: Verdict | None
+    ) -> None:
         import h5py
 
         n = len(atoms)
+        if self._h5 is None and self.append:
+            self._h5 = h5py.File(self.path, "a")
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "w")
             self._h5.attrs["verdict_codes"] = "-1 none, 0 trusted, 1 uncertain, 2 untrusted"
             self._h5.create_dataset("numbers", data=atoms.numbers)
-            self._h5.create_dataset("positions", shape=(0, n, 3), maxshape=(None, n, 3),
-                                    dtype="f8", chunks=(16, n, 3))
+            self._h5.create_dataset(
+                "positions", shape=(0, n, 3), maxshape=(None, n, 3), dtype="f8", chunks=(16, n, 3)
+            )
             for name, dtype in (("energy", "f8"), ("step", "i8"), ("verdict", "i1")):
-                self._h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                        chunks=(256,))
+                self._h5.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,)
+                )
         f = self._h5
         if f["positions"].shape[1] != n:
             raise ValueError(f"HDF5 frames need a fixed atom count ({f['positions'].shape[1]})")
@@ -117,6 +134,10 @@ class FrameWriter:
     def __enter__(self) -> FrameWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+try:  # ASE >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # pragma: no cover - older ASE
+    from ase.md.velocitydistribution import (
+        MaxwellBoltzmannDistribution as thermalize_momenta,  # noqa: N813
+    )
 
 from pal_atoms.checks import validate_structure
 from pal_atoms.protocols import PredictionClient, Verdict
@@ -34,107 +41,12 @@ from .base import (
 )
 from .forwarding import ForwardingCalculator, UnphysicalStateError
 from .frames import FrameWriter
+from .md_settings import INTEGRATORS, MDSettings
 from .mpi_safety import local_comm
 
 __all__ = ["INTEGRATORS", "MDGenerator", "MDSettings"]
 
 logger = logging.getLogger(__name__)
-
-#: Integrator names accepted by :class:`MDSettings`.
-INTEGRATORS = ("langevin", "verlet", "bussi", "nose_hoover")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MDSettings:
-    """Settings of an MD generator.
-
-    Args:
-        integrator: ``"langevin"``, ``"verlet"`` (NVE), ``"bussi"`` (stochastic velocity
-            rescaling) or ``"nose_hoover"`` (Nosé-Hoover chain NVT).
-        temperature_K: Target temperature in K (start of the ramp); also used to draw
-            velocities.
-        end_temperature_K: End of a linear temperature ramp in K (``None``: no ramp).
-        ramp_steps: Steps over which the ramp goes from start to end (then stays).
-        timestep_fs: Time step in fs.
-        friction_per_fs: Langevin friction in 1/fs.
-        thermostat_time_fs: Bussi ``taut`` / Nosé-Hoover ``tdamp`` in fs.
-        patience: Consecutive uncertain steps tolerated before a restart.
-        restart: Where to restart: ``"last_trusted"`` frame or the ``"initial"``
-            structure (always with fresh velocities).
-        restart_velocities: For ``"last_trusted"``: ``"keep"`` the frame's momenta or draw
-            ``"fresh"`` ones (useful for deterministic integrators).
-        max_restarts: The generator finishes after this many restarts (``None``: never).
-        n_steps: The generator finishes after this many steps (``None``: never).
-        min_distance_A: Atoms closer than this (Å) are an unphysical state.
-        max_distance_A: Fragment criterion in Å (see
-            :func:`~pal_atoms.dynamics.base.check_geometry`); ``None`` disables it.
-        max_energy_jump_eV: Largest allowed change of the potential energy in one step,
-            in eV (``None`` disables it).
-        traj_interval: Write every ``traj_interval``-th step to the trajectory file (when
-            the generator has one).
-        seed: Seed of the velocities and of the thermostat noise.
-    """
-
-    integrator: str = "langevin"
-    temperature_K: float = 300.0
-    end_temperature_K: float | None = None
-    ramp_steps: int = 0
-    timestep_fs: float = 1.0
-    friction_per_fs: float = 0.01
-    thermostat_time_fs: float = 100.0
-    patience: int = 5
-    restart: str = "last_trusted"
-    restart_velocities: str = "keep"
-    max_restarts: int | None = None
-    n_steps: int | None = None
-    min_distance_A: float | None = 0.5
-    max_distance_A: float | None = 6.0
-    max_energy_jump_eV: float | None = 10.0
-    traj_interval: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.integrator not in INTEGRATORS:
-            raise ValueError(f"integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
-        if self.restart not in ("last_trusted", "initial"):
-            raise ValueError(f"restart must be 'last_trusted' or 'initial', got {self.restart!r}")
-        if self.restart_velocities not in ("keep", "fresh"):
-            raise ValueError(f"restart_velocities must be 'keep' or 'fresh', "
-                             f"got {self.restart_velocities!r}")
-        for name in ("temperature_K", "end_temperature_K"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite temperature >= 0 K, got {value}")
-        if self.integrator == "bussi" and self.temperature_K <= 0:
-            raise ValueError("the Bussi thermostat needs temperature_K > 0")
-        for name in ("timestep_fs", "friction_per_fs", "thermostat_time_fs"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("patience", "ramp_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.traj_interval < 1:
-            raise ValueError(f"traj_interval must be >= 1, got {self.traj_interval}")
-        for name in ("max_restarts", "n_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 or None, got {value}")
-        for name in ("min_distance_A", "max_distance_A", "max_energy_jump_eV"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {value}")
-        if (self.min_distance_A is not None and self.max_distance_A is not None
-                and self.max_distance_A <= self.min_distance_A):
-            raise ValueError("max_distance_A must be larger than min_distance_A")
-
-    def target_temperature_K(self, step: int) -> float:
-        """Target temperature in K at ``step`` (linear ramp, then constant)."""
-        if self.end_temperature_K is None:
-            return self.temperature_K
-        if self.ramp_steps == 0:
-            return self.end_temperature_K
-        f = min(max(step, 0) / self.ramp_steps, 1.0)
-        return self.temperature_K + f * (self.end_temperature_K - self.temperature_K)
 
 
 @dataclass
@@ -161,8 +73,14 @@ class MDGenerator(Generator):
         ValueError: The starting structure is already split into fragments.
     """
 
-    def __init__(self, atoms: Atoms, *, settings: MDSettings | None = None,
-                 generator_id: int = 0, trajectory: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        atoms: Atoms,
+        *,
+        settings: MDSettings | None = None,
+        generator_id: int = 0,
+        trajectory: str | Path | None = None,
+    ) -> None:
         super().__init__(generator_id=generator_id)
         self.settings = settings if settings is not None else MDSettings()
         s = self.settings
@@ -181,13 +99,13 @@ class MDGenerator(Generator):
         self.policy = PatiencePolicy(patience=s.patience)
         self._prev_energy: float | None = None
         self._calc: ForwardingCalculator | None = None
-        self._dyn: MolecularDynamics | None = None
+        self._dyn: Any = None  # an ASE MolecularDynamics
         self._writer: FrameWriter | None = None
+        self._append_frames = False  # True after restore(): keep the frames written so far
 
     # ---------------------------------------------------------------- setup
     def _draw_velocities(self, temperature_K: float) -> None:
-        MaxwellBoltzmannDistribution(self.atoms, temperature_K=temperature_K, rng=self.rng,
-                                     comm=local_comm())
+        thermalize_momenta(self.atoms, temperature_K=temperature_K, rng=self.rng, comm=local_comm())
         Stationary(self.atoms)
         if not self.atoms.pbc.any() and len(self.atoms) > 2:
             ZeroRotation(self.atoms)
@@ -202,8 +120,15 @@ class MDGenerator(Generator):
         if s.integrator == "langevin":
             from ase.md.langevin import Langevin
 
-            return Langevin(self.atoms, dt, temperature_K=temp,
-                            friction=s.friction_per_fs / units.fs, rng=self.rng, **common)
+            return Langevin(
+                self.atoms,
+                dt,
+                temperature_K=temp,
+                friction=s.friction_per_fs / units.fs,
+                fixcm=False,
+                rng=self.rng,
+                **common,
+            )
         if s.integrator == "verlet":
             from ase.md.verlet import VelocityVerlet
 
@@ -211,31 +136,39 @@ class MDGenerator(Generator):
         if s.integrator == "bussi":
             from ase.md.bussi import Bussi
 
-            return Bussi(self.atoms, dt, temperature_K=temp,
-                         taut=s.thermostat_time_fs * units.fs, rng=self.rng, **common)
+            return Bussi(
+                self.atoms,
+                dt,
+                temperature_K=temp,
+                taut=s.thermostat_time_fs * units.fs,
+                rng=self.rng,
+                **common,
+            )
         from ase.md.nose_hoover_chain import NoseHooverChainNVT
 
-        return NoseHooverChainNVT(self.atoms, dt, temperature_K=temp,
-                                  tdamp=s.thermostat_time_fs * units.fs, **common)
+        return NoseHooverChainNVT(
+            self.atoms, dt, temperature_K=temp, tdamp=s.thermostat_time_fs * units.fs, **common
+        )
 
     def _set_temperature(self, temperature_K: float) -> None:
         dyn = self._dyn
         kT = units.kB * temperature_K
         if self.settings.integrator == "langevin":
-            dyn.set_temperature(temperature_K=temperature_K)  # type: ignore[union-attr]
+            dyn.set_temperature(temperature_K=temperature_K)
         elif self.settings.integrator == "bussi":
-            dyn.temp = kT  # type: ignore[union-attr]
-            dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof  # type: ignore[union-attr]
+            dyn.temp = kT
+            dyn.target_kinetic_energy = 0.5 * kT * dyn.ndof
         elif self.settings.integrator == "nose_hoover":
             # ASE keeps the chain masses fixed; only the target kT follows the ramp.
-            dyn._thermostat._kT = kT  # type: ignore[union-attr]  # noqa: SLF001
+            dyn._thermostat._kT = kT
 
     def _connect(self, client: PredictionClient) -> ForwardingCalculator:
         s = self.settings
         if self._calc is None or self._calc.client is not client:
             calc = ForwardingCalculator(client, generator_id=self.generator_id)
             calc.guard = lambda a: check_geometry(
-                a, min_distance_A=s.min_distance_A, max_distance_A=s.max_distance_A)
+                a, min_distance_A=s.min_distance_A, max_distance_A=s.max_distance_A
+            )
             if self._calc is not None:
                 calc.step = self._calc.step
             self._calc = calc
@@ -243,12 +176,13 @@ class MDGenerator(Generator):
         if self._dyn is None:
             self._dyn = self._build_dynamics()
         if self.trajectory is not None and self._writer is None:
-            self._writer = FrameWriter(self.trajectory)
+            self._writer = FrameWriter(self.trajectory, append=self._append_frames)
         return self._calc
 
     # ---------------------------------------------------------------- running
-    def irun(self, client: PredictionClient,
-             max_steps: int | None = None) -> Iterator[GeneratorEvent]:
+    def irun(
+        self, client: PredictionClient, max_steps: int | None = None
+    ) -> Iterator[GeneratorEvent]:
         """Propagate, one event per MD step (see :meth:`Generator.irun`)."""
         if max_steps is not None and max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
@@ -275,45 +209,60 @@ class MDGenerator(Generator):
             dyn.step()
             dyn.nsteps += 1
             energy = float(calc.results["energy"])
-            problem = self._energy_problem(energy)
+            problem = self._blow_up(energy, calc.results["forces"])
         except UnphysicalStateError as exc:
             problem = str(exc)
         verdict = calc.last_verdict if calc.step > calls else None
         n_eval = calc.step - calls
         energy_out = float(calc.results["energy"]) if calc.results else None
         if problem:
-            return self._restart(f"unphysical state: {problem}", None, n_eval)
+            return self._restart(f"unphysical state: {problem}", verdict, n_eval)
         self._prev_energy = energy
         assert verdict is not None
         reason = self.policy.judge(verdict)
         if verdict is Verdict.TRUSTED:
             self._last_trusted = _Frame(self.atoms.copy(), dict(calc.results))
         if self._writer is not None and self.step % s.traj_interval == 0:
-            self._writer.write(self.atoms, step=self.step, energy=energy,
-                               forces=calc.results["forces"], verdict=verdict)
+            self._writer.write(
+                self.atoms,
+                step=self.step,
+                energy=energy,
+                forces=calc.results["forces"],
+                verdict=verdict,
+            )
         if reason:
             return self._restart(reason, verdict, n_eval, energy_out)
         return self._event(verdict, Action.CONTINUE, "", n_eval, energy_out)
 
-    def _energy_problem(self, energy: float) -> str:
-        limit = self.settings.max_energy_jump_eV
+    def _blow_up(self, energy: float, forces: np.ndarray) -> str:
+        s = self.settings
         if not np.isfinite(energy) or not np.all(np.isfinite(self.atoms.get_momenta())):
             return "non-finite energy or momenta"
-        if limit is not None and self._prev_energy is not None:
+        if s.max_force_eV_A is not None:
+            fmax = float(np.abs(forces).max())
+            if fmax > s.max_force_eV_A:
+                return f"force component of {fmax:.3g} eV/Å (> {s.max_force_eV_A} eV/Å)"
+        if s.max_energy_jump_eV is not None and self._prev_energy is not None:
             jump = abs(energy - self._prev_energy)
-            if jump > limit:
-                return f"energy jumped by {jump:.3g} eV in one step (> {limit} eV)"
+            if jump > s.max_energy_jump_eV:
+                return f"energy jumped by {jump:.3g} eV in one step (> {s.max_energy_jump_eV} eV)"
         return ""
 
-    def _restart(self, reason: str, verdict: Verdict | None, n_eval: int,
-                 energy: float | None = None) -> GeneratorEvent:
+    def _restart(
+        self, reason: str, verdict: Verdict | None, n_eval: int, energy: float | None = None
+    ) -> GeneratorEvent:
         s = self.settings
         self.n_restarts += 1
         self.policy.n_uncertain = 0
         frame = self._last_trusted if s.restart == "last_trusted" else self._initial
-        logger.info("generator %d: restart %d at step %d from the %s frame: %s",
-                    self.generator_id, self.n_restarts, self.step,
-                    s.restart.replace("_", " "), reason)
+        logger.info(
+            "generator %d: restart %d at step %d from the %s frame: %s",
+            self.generator_id,
+            self.n_restarts,
+            self.step,
+            s.restart.replace("_", " "),
+            reason,
+        )
         self.atoms.positions = frame.atoms.positions
         self.atoms.set_momenta(frame.atoms.get_momenta())
         if s.restart == "initial" or s.restart_velocities == "fresh":
@@ -325,28 +274,53 @@ class MDGenerator(Generator):
             self._prev_energy = None
         self._dyn = self._build_dynamics()  # fresh thermostat state (Nosé-Hoover keeps p, q)
         if s.max_restarts is not None and self.n_restarts > s.max_restarts:
-            return self._event(verdict, Action.FINISHED,
-                               f"{reason}; restart budget ({s.max_restarts}) used up",
-                               n_eval, energy)
+            return self._event(
+                verdict,
+                Action.FINISHED,
+                f"{reason}; restart budget ({s.max_restarts}) used up",
+                n_eval,
+                energy,
+            )
         return self._event(verdict, Action.RESTART, reason, n_eval, energy)
 
-    def _event(self, verdict: Verdict | None, action: Action, reason: str, n_eval: int,
-               energy: float | None) -> GeneratorEvent:
-        if action is not Action.FINISHED and self.settings.n_steps is not None \
-                and self.step >= self.settings.n_steps:
+    def _event(
+        self,
+        verdict: Verdict | None,
+        action: Action,
+        reason: str,
+        n_eval: int,
+        energy: float | None,
+    ) -> GeneratorEvent:
+        if (
+            action is not Action.FINISHED
+            and self.settings.n_steps is not None
+            and self.step >= self.settings.n_steps
+        ):
             action, reason = Action.FINISHED, (reason + "; " if reason else "") + "n_steps reached"
         if action is Action.FINISHED:
             self.done = True
             self.close()
-        return GeneratorEvent(generator_id=self.generator_id, step=self.step, verdict=verdict,
-                              action=action, reason=reason, n_evaluations=n_eval,
-                              energy=energy)
+        return GeneratorEvent(
+            generator_id=self.generator_id,
+            step=self.step,
+            verdict=verdict,
+            action=action,
+            reason=reason,
+            n_evaluations=n_eval,
+            energy=energy,
+        )
 
     def close(self) -> None:
-        """Close the trajectory file (reopened, overwritten, if the generator runs again)."""
+        """Close the trajectory file; if the generator runs again, it appends to it."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self._append_frames = True
+
+    @property
+    def dynamics(self) -> Any:
+        """The ASE integrator in use (``None`` before the first step); rebuilt on restart."""
+        return self._dyn
 
     @property
     def last_trusted(self) -> Atoms:
@@ -360,19 +334,23 @@ class MDGenerator(Generator):
         The thermostat's internal variables (Nosé-Hoover chain) are not kept; they
         restart from zero after :meth:`restore`.
         """
-        return {**self._base_state(), "settings": asdict(self.settings),
-                "current": atoms_to_dict(self.atoms),
-                "initial": atoms_to_dict(self._initial.atoms),
-                "last_trusted": atoms_to_dict(self._last_trusted.atoms),
-                "n_uncertain": self.policy.n_uncertain,
-                "rng": self.rng.bit_generator.state}
+        return {
+            **self._base_state(),
+            "settings": asdict(self.settings),
+            "current": atoms_to_dict(self.atoms),
+            "initial": atoms_to_dict(self._initial.atoms),
+            "last_trusted": atoms_to_dict(self._last_trusted.atoms),
+            "n_uncertain": self.policy.n_uncertain,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state` (settings are taken from the state)."""
         self._restore_base(state)
         self.settings = MDSettings(**state["settings"])
-        self.policy = PatiencePolicy(patience=self.settings.patience,
-                                     n_uncertain=int(state["n_uncertain"]))
+        self.policy = PatiencePolicy(
+            patience=self.settings.patience, n_uncertain=int(state["n_uncertain"])
+        )
         current = atoms_from_dict(state["current"])
         self.atoms = current
         self._initial = _Frame(atoms_from_dict(state["initial"]))
@@ -380,10 +358,13 @@ class MDGenerator(Generator):
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng"]
         self._prev_energy = None
+        self.close()
+        self._append_frames = True
         old = self._calc
         self._calc, self._dyn = None, None
         if old is not None:  # keep the round-trip counter, reconnect on the next irun
-            self._calc = ForwardingCalculator(old.client, generator_id=self.generator_id,
-                                              guard=old.guard)
+            self._calc = ForwardingCalculator(
+                old.client, generator_id=self.generator_id, guard=old.guard
+            )
             self._calc.step = old.step
             self.atoms.calc = self._calc

@@ -58,7 +58,10 @@ def open_trajectory(path: str | Path, mode: str = "w") -> Any:
 
 
 def write_frames(
-    path: str | Path, images: Atoms | Sequence[Atoms], *, fmt: str | None = None,
+    path: str | Path,
+    images: Atoms | Sequence[Atoms],
+    *,
+    fmt: str | None = None,
     append: bool = False,
 ) -> None:
     """Write structures from this rank, whatever the MPI world looks like.

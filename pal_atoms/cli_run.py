@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pal_atoms.errors import InputError
@@ -32,8 +33,115 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+_MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    # (flag, argparse kwargs, help) -- defaults are MDRunConfig's and shown by --help.
+    ("--out", {"type": Path}, "run directory"),
+    ("--charge", {"type": int}, "total charge of every frame (default: from the file, else 0)"),
+    ("--oracle", {"choices": ["xtb", "xtb-python", "pyscf", "turbomole"]}, "reference method"),
+    ("--method", {}, "oracle method (xtb: GFN2-xTB/GFN1-xTB; DFT: functional)"),
+    ("--basis", {}, "basis set for pyscf/turbomole"),
+    ("--model", {"choices": ["mace", "schnet"]}, "committee backend"),
+    ("--committee", {"type": int}, "committee members"),
+    ("--temperature-K", {"type": float}, "MD temperature in K"),
+    ("--timestep-fs", {"type": float}, "MD time step in fs"),
+    ("--steps", {"type": int}, "MD steps per generator"),
+    ("--max-labels", {"type": int}, "stop after this many new oracle labels"),
+    ("--time-limit", {"type": float, "dest": "time_limit_s"}, "wall-time limit in s"),
+    ("--lower", {"type": float}, "trust window lower bound on max_force_std, eV/Å"),
+    ("--upper", {"type": float}, "trust window upper bound on max_force_std, eV/Å"),
+    ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
+    ("--retrain-size", {"type": int}, "new labels that start a training round"),
+    ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
+    ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
+    ("--train-epochs", {"type": int}, "epochs per training round"),
+    (
+        "--oracle-timeout",
+        {"type": float, "dest": "oracle_timeout_s"},
+        "kill a label after this many s (labels then run in a child process)",
+    ),
+    ("--device", {}, "torch device: cpu, cuda, cuda:N (default: CUDA when available)"),
+    ("--np", {"type": int}, "processes (MPI ranks); 1 runs all kernels in one process"),
+    ("--seed", {"type": int}, "seed of everything random"),
+]
+
+
+def _md_config(args: argparse.Namespace) -> object:
+    from dataclasses import fields
+
+    from pal_atoms.md_run import MDRunConfig
+
+    data: dict[str, object] = {}
+    if args.config is not None:
+        data.update(_read_toml(Path(args.config)))
+    names = {f.name for f in fields(MDRunConfig)}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            data[name] = value  # the command line wins over the file
+    if args.resume:
+        data["resume"] = True
+        if "out" not in data:
+            raise InputError("--resume needs --out DIR (the run to continue)")
+        saved = Path(str(data["out"])) / "config.json"
+        if saved.is_file() and args.system is None:
+            data.setdefault("system", json.loads(saved.read_text())["system"])
+    if "system" not in data:
+        raise InputError("give --system FILE (starting structures)")
+    return MDRunConfig.from_dict(data)
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {path}: {exc}") from exc
+    section = data.get("md", data)
+    return {str(k).replace("-", "_"): v for k, v in section.items()}
+
+
+def _cmd_md(args: argparse.Namespace) -> int:
+    from pal_atoms.md_run import run_md
+
+    config = _md_config(args)
+    summary = run_md(config)  # type: ignore[arg-type]
+    mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
+    print(
+        f"run finished ({summary.stop_reason}): {summary.labels_ok} labels, "
+        f"{summary.labels_failed} failed, {summary.generator_steps} MD steps, "
+        f"{summary.training_rounds} training rounds in {summary.wall_time_s:.0f} s; "
+        f"held-out force MAE {mae:.4f} eV/Å; committee in {summary.committee_path}"
+    )
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register the run-directory subcommands on ``sub``."""
+    from pal_atoms.md_run import MDRunConfig
+
+    defaults = MDRunConfig(system=Path("x"))
+    p = sub.add_parser(
+        "md",
+        parents=[common],
+        help="active-learning MD run (xTB oracle, MACE committee by default)",
+        description="Parallel active learning on MD of the given structures. Every option "
+        "can also be set in a TOML file (--config, keys as the option names, optionally "
+        "under [md]); the command line wins.",
+    )
+    p.add_argument("--system", type=Path, help="starting structures (extxyz), one MD per frame")
+    p.add_argument("--config", type=Path, help="TOML file with any of the options below")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    for flag, kwargs, text in _MD_OPTIONS:
+        dest = str(kwargs.get("dest", flag[2:].replace("-", "_")))
+        default = getattr(defaults, dest)
+        p.add_argument(flag, default=None, help=f"{text} (default: {default})", **kwargs)
+    p.set_defaults(func=_cmd_md)
+
     p = sub.add_parser("status", parents=[common], help="progress of a running or finished run")
     p.add_argument("run_dir", help="run directory (or a labels.h5 file)")
     p.set_defaults(func=_cmd_status)

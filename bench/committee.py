@@ -1,0 +1,197 @@
+"""Committee kernel benchmark: cost of uncertainty, batched prediction, accuracy vs labels.
+
+Usage: python bench/committee.py [--quick] [--threads N] [--out bench/results/committee.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import molecule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "calculators"))
+from calc_clusters import bi_cluster, md_frames, relax
+from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
+
+
+def timeit(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def mace_reference(structure, repeat):
+    """mace's own MACECalculator with 1 and 4 model files of the same architecture."""
+    from pal_atoms.compat import import_mace
+
+    import_mace()
+    from mace.calculators import MACECalculator
+    from pal_atoms.calculators.mace_backend import MaceBackend, _build_mace
+
+    hyper = MaceBackend().hyperparameters({})
+    z = sorted(set(structure.numbers.tolist()))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for m in range(4):
+            torch.manual_seed(m)
+            model = _build_mace(len(z), hyper)
+            model.atomic_numbers = torch.tensor(z)
+            path = Path(tmp) / f"m{m}.model"
+            torch.save(model, path)
+            paths.append(str(path))
+        for n in (1, 4):
+            calc = MACECalculator(model_paths=paths[:n], device="cpu", default_dtype="float32")
+            atoms = structure.copy()
+            atoms.calc = calc
+
+            def run(atoms=atoms):
+                atoms.positions[0, 0] += 1e-4
+                atoms.get_forces()
+
+            out[n] = timeit(run, repeat)
+    return out
+
+
+def cost_table(repeat: int) -> dict:
+    rows = {}
+    for name, structure, elements in [
+        ("ethanol", molecule("CH3CH2OH"), ["H", "C", "O"]),
+        ("Bi8", bi_cluster(8), ["Bi"]),
+    ]:
+        row = {}
+        for label, mode, n, batched in [
+            ("1 member", "full", 1, True),
+            ("full, member-batched (vmap)", "full", 4, True),
+            ("full, sequential", "full", 4, False),
+            ("shared backbone, 4 heads", "shared", 4, True),
+        ]:
+            calc = CommitteeCalculator.create(
+                "mace", elements=elements, n_members=n, mode=mode, device="cpu"
+            )
+            calc.model.batched = batched
+            row[label] = timeit(lambda c=calc, s=structure: c.predict_batch([s]), repeat)
+        try:
+            ref = mace_reference(structure, repeat)
+            row["mace MACECalculator 1 model"] = ref[1]
+            row["mace MACECalculator 4 models"] = ref[4]
+        except Exception as exc:
+            row["mace MACECalculator error"] = str(exc)
+        rows[name] = row
+    return rows
+
+
+def batch_table(repeat: int) -> dict:
+    rows = {}
+    for name, structure, elements in [
+        ("ethanol", molecule("CH3CH2OH"), ["H", "C", "O"]),
+        ("Bi8", bi_cluster(8), ["Bi"]),
+    ]:
+        calc = CommitteeCalculator.create("mace", elements=elements, n_members=4, device="cpu")
+        row = {}
+        for k in (1, 8, 89):
+            batch = []
+            for i in range(k):
+                a = structure.copy()
+                a.rattle(0.02, seed=i)
+                batch.append(a)
+            row[str(k)] = (
+                timeit(lambda b=batch, c=calc: c.predict_batch(b), max(2, repeat // k)) / k
+            )
+        rows[name] = row
+    return rows
+
+
+def accuracy(quick: bool) -> dict:
+    sizes = (4, 5, 6, 7, 8)
+    starts = {n: relax(bi_cluster(n, seed=n)) for n in sizes}
+    temps = (300, 600, 900)
+    per = 12 if quick else 60
+    pool = []
+    for n in sizes:
+        for t in temps:
+            pool += md_frames(starts[n], per, t, every=10, seed=n * 1000 + t)
+    test = []
+    for n in sizes:
+        for t in temps:
+            test += md_frames(starts[n], 4, t, every=10, seed=n * 7777 + t)
+    rng = np.random.default_rng(0)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    label_counts = (16, 64) if quick else (16, 64, 256)
+    calc = CommitteeCalculator.create("mace", elements=["Bi"], n_members=4, device="cpu")
+
+    def mae():
+        res = calc.predict_batch(test)
+        return float(
+            np.mean(
+                [
+                    np.abs(r["forces"] - a.get_forces()).mean()
+                    for r, a in zip(res, test, strict=True)
+                ]
+            )
+        )
+
+    out = {"untrained_force_mae_eV_A": mae(), "n_test": len(test), "by_labels": {}}
+    trainer = CommitteeTrainer(
+        calc, TrainerSettings(max_epochs=40 if quick else 300, patience=15 if quick else 40)
+    )
+    for n in label_counts:
+        t = time.perf_counter()
+        history = trainer.train(pool[:n])
+        out["by_labels"][str(n)] = {
+            "force_mae_eV_A": mae(),
+            "epochs": len(history),
+            "train_s": time.perf_counter() - t,
+        }
+        print(
+            f"  {n} labels: force MAE {out['by_labels'][str(n)]['force_mae_eV_A']:.4f} eV/Å "
+            f"({len(history)} epochs, {out['by_labels'][str(n)]['train_s']:.0f} s)"
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "committee.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    repeat = 10 if args.quick else 40
+    result = {"quick": args.quick, "threads": args.threads, "torch": torch.__version__}
+    result["cost_ms"] = cost_table(repeat)
+    print("Cost of one prediction (energy+forces, all members), ms; ratio to 1 member:")
+    for name, row in result["cost_ms"].items():
+        one = row["1 member"]
+        ref1 = row.get("mace MACECalculator 1 model")
+        for label, ms in row.items():
+            if isinstance(ms, str):
+                print(f"  {name:8s} {label:34s} {ms}")
+                continue
+            base = ref1 if label.startswith("mace") and ref1 else one
+            print(f"  {name:8s} {label:34s} {ms:8.2f} ms  {ms / base:5.2f}x")
+    result["predict_batch_ms_per_structure"] = batch_table(repeat)
+    print("predict_batch, 4-member committee, ms per structure:")
+    for name, row in result["predict_batch_ms_per_structure"].items():
+        print(f"  {name:8s} " + "  ".join(f"{k:>3s}: {v:6.2f}" for k, v in row.items()))
+    print("Accuracy on held-out 300-900 K xTB MD of Bi4-Bi8:")
+    result["accuracy"] = accuracy(args.quick)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

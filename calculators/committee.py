@@ -1,0 +1,338 @@
+"""ASE calculator for a committee of machine-learned potentials, with uncertainty.
+
+Definitions (M members, member results ``x_m``, mean ``x̄ = (1/M) Σ_m x_m``):
+
+* ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å, ``(n_atoms, 3)``), ``stress``
+  (eV/Å³, Voigt ``(6,)``, periodic cells only): committee means.
+* ``energy_std`` (eV): ``sqrt((1/M) Σ_m (E_m - Ē)²)``, i.e. ``numpy.std(energy_comm)``.
+* ``forces_std`` (eV/Å, ``(n_atoms,)``): per atom, the RMS over members of the distance
+  between the member's force vector and the mean one, ``sqrt((1/M) Σ_m |F_m,i - F̄_i|²)``
+  = ``norm(numpy.std(forces_comm, axis=0), axis=-1)``.
+* ``max_force_std`` (eV/Å): ``max_i forces_std[i]``.
+* ``stress_std`` (eV/Å³, ``(6,)``): ``numpy.std(stress_comm, axis=0)``.
+* ``energy_comm`` ``(M,)``, ``forces_comm`` ``(M, n_atoms, 3)``, ``stress_comm`` ``(M, 6)``:
+  every member's own result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .backend import get_backend
+from .graph import SpeciesTable, build_graph, total_charge
+from .model import CommitteeModel
+
+__all__ = ["CommitteeCalculator", "resolve_device", "resolve_dtype"]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` means CUDA when available, else CPU.
+
+    Raises:
+        ValueError: the device string is invalid or names an unavailable CUDA device.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or the torch dtypes) to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+class CommitteeCalculator(Calculator):
+    """Committee of N potentials of one backend, as a drop-in ASE calculator.
+
+    Build with :meth:`create` (untrained) or :meth:`load`; train with
+    :class:`~pal_atoms.calculators.training.CommitteeTrainer`. Structures carry their total
+    charge in ``atoms.info["charge"]`` (default 0); each (element, charge) pair the
+    committee was built for is a node type of the model (see
+    :class:`~pal_atoms.calculators.graph.SpeciesTable`). Results are defined in the module
+    docstring.
+
+    Args:
+        model: The committee module.
+        species: Node types.
+        device: Torch device of the model.
+        metadata: Extra metadata (hyperparameters, history) kept with the weights.
+        **kwargs: Passed to :class:`ase.calculators.calculator.Calculator`.
+    """
+
+    implemented_properties: ClassVar[list[str]] = [  # type: ignore[misc]
+        "energy", "free_energy", "forces", "stress",
+        "energy_std", "forces_std", "max_force_std", "stress_std",
+        "energy_comm", "forces_comm", "stress_comm",
+    ]  # fmt: skip
+
+    def __init__(
+        self,
+        model: CommitteeModel,
+        species: SpeciesTable,
+        *,
+        device: torch.device,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model.to(device)
+        self.species = species
+        self.device = device
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.metadata.setdefault("history", [])
+        self.metadata.setdefault("e0_fitted", False)
+        self._charge: int | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        backend: str = "mace",
+        *,
+        elements: Sequence[str] | None = None,
+        atomic_numbers: Sequence[int] | None = None,
+        charges: Sequence[int] = (0,),
+        n_members: int = 4,
+        mode: str = "full",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: str = "float32",
+        **hyperparameters: Any,
+    ) -> CommitteeCalculator:
+        """Build an untrained committee.
+
+        Args:
+            backend: ``"mace"`` or ``"schnet"`` (or a registered backend name).
+            elements: Chemical symbols covered, e.g. ``["Bi"]``; or give ``atomic_numbers``.
+            atomic_numbers: Atomic numbers covered.
+            charges: Total charges covered (every element at every charge is a node type).
+            n_members: Committee size (>= 1; >= 2 for a meaningful uncertainty).
+            mode: ``"full"`` (independent members) or ``"shared"`` (one backbone with
+                ``n_members`` readout heads: the cheap mode).
+            seed: Seed of the initial weights (member m uses ``seed + m``).
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` picks CUDA when available.
+            dtype: ``"float32"`` or ``"float64"``.
+            **hyperparameters: Backend hyperparameters overriding its defaults.
+
+        Raises:
+            ValueError: unknown backend, element, hyperparameter, device or dtype.
+        """
+        from ase.data import atomic_numbers as table
+
+        if (elements is None) == (atomic_numbers is None):
+            raise ValueError("give exactly one of elements= or atomic_numbers=")
+        if elements is not None:
+            unknown = [s for s in elements if s not in table]
+            if unknown:
+                raise ValueError(f"unknown element symbol(s) {unknown}")
+            numbers = [table[s] for s in elements]
+        else:
+            numbers = [int(z) for z in atomic_numbers or ()]
+        species = SpeciesTable.from_elements(numbers, charges)
+        impl = get_backend(backend)
+        hyper = impl.hyperparameters(hyperparameters)
+        torch_dtype = resolve_dtype(dtype)
+        dev = resolve_device(device)
+        model = CommitteeModel(impl, len(species), hyper, n_members, mode=mode, seed=seed).to(
+            torch_dtype
+        )
+        meta = {"seed": seed}
+        return cls(model, species, device=dev, metadata=meta)
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, device: str | torch.device | None = None
+    ) -> CommitteeCalculator:
+        """Load a committee written by :meth:`save` (see :mod:`~pal_atoms.calculators.io`)."""
+        from .io import load_committee
+
+        return load_committee(cls, directory, device=resolve_device(device))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write weights (``weights.pt``) and metadata (``committee.json``) to ``directory``."""
+        from .io import save_committee
+
+        return save_committee(self, directory)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_members(self) -> int:
+        """Committee size."""
+        return self.model.n_members
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour cutoff in Å."""
+        return float(self.model.hyper["r_max"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model."""
+        return self.model.scale.dtype
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: str | None = None
+    ) -> CommitteeCalculator:
+        """Move the model to another device and/or dtype (in place); returns ``self``."""
+        if device is not None:
+            self.device = resolve_device(device)
+            self.model.to(self.device)
+        if dtype is not None:
+            self.model.to(resolve_dtype(dtype))
+            self.model.e0.data = self.model.e0.data.double()
+        self.reset()
+        return self
+
+    # ------------------------------------------------------------------ weights
+    def get_weights(self) -> list[dict[str, torch.Tensor]]:
+        """One state dict per member (CPU tensor copies), for sending to other processes.
+
+        Keys: ``backbone.*``, ``head.*`` and the common buffers ``e0``, ``scale``, ``shift``.
+        In shared mode every member's dict holds the shared backbone.
+        """
+        common = {
+            k: getattr(self.model, k).detach().cpu().clone() for k in ("e0", "scale", "shift")
+        }
+        out = []
+        for m in range(self.n_members):
+            bb = self.model.backbones[0 if self.model.mode == "shared" else m]
+            d = {f"backbone.{k}": v.detach().cpu().clone() for k, v in bb.state_dict().items()}
+            d.update(
+                {
+                    f"head.{k}": v.detach().cpu().clone()
+                    for k, v in self.model.heads[m].state_dict().items()
+                }
+            )
+            d.update(common)
+            out.append(d)
+        return out
+
+    def set_weights(
+        self, weights: Sequence[dict[str, torch.Tensor]], members: Sequence[int] | None = None
+    ) -> None:
+        """Load member state dicts (as from :meth:`get_weights`) into ``members``.
+
+        Args:
+            weights: One state dict per entry of ``members``.
+            members: Target member indices; ``None`` means all, in order.
+
+        Raises:
+            ValueError: wrong number of state dicts, a bad member index, or a state dict
+                that does not fit the architecture.
+        """
+        idx = list(range(self.n_members)) if members is None else [int(m) for m in members]
+        if len(weights) != len(idx):
+            raise ValueError(f"got {len(weights)} state dicts for {len(idx)} members")
+        if any(not 0 <= m < self.n_members for m in idx):
+            raise ValueError(f"member indices {idx} out of range 0..{self.n_members - 1}")
+        try:
+            for m, w in zip(idx, weights, strict=True):
+                bb = self.model.backbones[0 if self.model.mode == "shared" else m]
+                bb.load_state_dict({k[9:]: v for k, v in w.items() if k.startswith("backbone.")})
+                self.model.heads[m].load_state_dict(
+                    {k[5:]: v for k, v in w.items() if k.startswith("head.")}
+                )
+                for k in ("e0", "scale", "shift"):
+                    getattr(self.model, k).data.copy_(w[k])
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"weights do not fit this committee: {exc}") from exc
+        self.reset()
+
+    # ------------------------------------------------------------------ prediction
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's checks plus the total charge in ``atoms.info``."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and total_charge(atoms) != self._charge:
+            changes.append("initial_charges")
+        return changes
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = tuple(all_changes),
+    ) -> None:
+        """Evaluate all members on ``atoms`` and fill :attr:`results` with every key."""
+        super().calculate(atoms, properties, system_changes)
+        assert self.atoms is not None
+        self._charge = total_charge(self.atoms)
+        self.results = self.predict_batch([self.atoms])[0]
+
+    def predict_batch(self, structures: Sequence[Atoms]) -> list[dict[str, Any]]:
+        """Evaluate many structures in one batched forward pass.
+
+        Args:
+            structures: Structures (e.g. one per generator); not modified.
+
+        Returns:
+            One dict per structure with the calculator's keys (stress keys for periodic
+            structures only); floats for scalars, NumPy arrays otherwise.
+
+        Raises:
+            StructureError: (a ``ValueError``) empty structure, NaN/inf positions, an
+                element or total charge the committee was not built for.
+        """
+        periodic = any(a.pbc.any() for a in structures)
+        graph = build_graph(
+            structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
+        )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(graph, forces=True, stress=periodic)
+        finally:
+            self.model.train(was_training)
+        energy = (out["energy"].detach().double() + self.model.e0_sum(graph)[None]).cpu().numpy()
+        forces = out["forces"].detach().double().cpu().numpy()
+        stress = out["stress"].detach().double().cpu().numpy() if periodic else None
+        bounds = np.concatenate([[0], np.cumsum(graph.n_atoms.cpu().numpy())])
+        results = []
+        for g, atoms in enumerate(structures):
+            f_comm = forces[:, bounds[g] : bounds[g + 1]]
+            e_comm = energy[:, g]
+            f_std = np.linalg.norm(f_comm.std(axis=0), axis=-1)
+            res: dict[str, Any] = {
+                "energy": float(e_comm.mean()),
+                "free_energy": float(e_comm.mean()),
+                "forces": f_comm.mean(axis=0),
+                "energy_std": float(e_comm.std()),
+                "forces_std": f_std,
+                "max_force_std": float(f_std.max()),
+                "energy_comm": e_comm.copy(),
+                "forces_comm": f_comm.copy(),
+            }
+            if stress is not None and atoms.pbc.any():
+                s_comm = np.stack([full_3x3_to_voigt_6_stress(s) for s in stress[:, g]])
+                res.update(
+                    stress=s_comm.mean(axis=0), stress_std=s_comm.std(axis=0), stress_comm=s_comm
+                )
+            results.append(res)
+        return results

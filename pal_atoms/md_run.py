@@ -1,0 +1,304 @@
+"""``pal-atoms md``: a complete active-learning MD job with embedded defaults.
+
+Steps: read and check the starting structures; make a held-out test set from short MD on
+the oracle itself; bootstrap the store with labelled rattled structures (rattle sampler);
+train the committee; run the active-learning loop with one Langevin generator per starting
+frame; retrain as labels arrive; report the committee's force error on the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import ase.io
+from ase import Atoms
+
+from pal_atoms.checks import charge_and_multiplicity, validate_structure
+from pal_atoms.errors import ConfigError, InputError
+from pal_atoms.exchange import read_structures
+from pal_atoms.metrics import force_mae
+from pal_atoms.selection import TrustWindow
+from pal_atoms.settings import WorkflowSettings
+from pal_atoms.store import LabelStore
+from pal_atoms.workflow import ActiveLearning, Summary
+
+__all__ = ["MDRunConfig", "run_md"]
+
+logger = logging.getLogger(__name__)
+
+ORACLES = ("xtb", "xtb-python", "pyscf", "turbomole")
+MODELS = ("mace", "schnet")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MDRunConfig:
+    """Everything ``pal-atoms md`` needs; every field is a command-line option too.
+
+    Args:
+        system: Starting structures (extxyz etc.); one generator per frame.
+        out: Run directory.
+        charge: Total charge for every frame (default: ``atoms.info["charge"]`` or 0).
+        oracle: Reference method family.
+        method: Method (default: GFN2-xTB for xtb, PBE for pyscf/turbomole).
+        basis: Basis set for pyscf/turbomole (default def2-SVP).
+        model: Committee backend.
+        committee: Committee members.
+        temperature_K: MD temperature in K.
+        timestep_fs: MD time step in fs.
+        steps: MD steps per generator (the run also stops at the other limits).
+        max_labels: Stop after this many ok labels from the active-learning loop.
+        time_limit_s: Wall-time limit of the active-learning loop in s.
+        lower: Lower bound of the trust window on max_force_std, eV/Å.
+        upper: Upper bound of the trust window, eV/Å.
+        patience: Uncertain MD steps tolerated before a restart.
+        retrain_size: New labels that start a training round.
+        bootstrap_per_frame: Rattled structures labelled per frame before the loop.
+        test_per_frame: Held-out frames per starting structure (oracle MD).
+        train_epochs: Epochs per training round.
+        oracle_timeout_s: Kill a label after this many s (runs labels in a child process).
+        device: Torch device for the committee (default: CUDA when available).
+        np: Processes (MPI ranks); 1 runs every kernel in this process.
+        resume: Continue the run in ``out``.
+        seed: Seed of everything random.
+    """
+
+    system: Path
+    out: Path = Path("pal-run")
+    charge: int | None = None
+    oracle: str = "xtb"
+    method: str | None = None
+    basis: str | None = None
+    model: str = "mace"
+    committee: int = 4
+    temperature_K: float = 600.0
+    timestep_fs: float = 2.0
+    steps: int = 1000
+    max_labels: int = 48
+    time_limit_s: float | None = 480.0
+    lower: float = 0.04
+    upper: float = 0.4
+    patience: int = 10
+    retrain_size: int = 8
+    bootstrap_per_frame: int = 4
+    test_per_frame: int = 4
+    train_epochs: int = 60
+    oracle_timeout_s: float | None = None
+    device: str | None = None
+    np: int = 1
+    resume: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "system", Path(self.system))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.oracle not in ORACLES:
+            raise ConfigError(f"unknown oracle {self.oracle!r}; choose from {', '.join(ORACLES)}")
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        for name in ("temperature_K", "timestep_fs"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in ("committee", "steps", "max_labels", "retrain_size", "train_epochs", "np"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.committee < 2:
+            raise ConfigError("a committee needs at least 2 members to estimate uncertainty")
+        for name in ("bootstrap_per_frame", "test_per_frame", "patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.lower <= self.upper:
+            raise ConfigError(f"need 0 <= lower <= upper, got {self.lower}, {self.upper}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MDRunConfig:
+        """Build from a mapping (e.g. TOML), rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Resolved configuration as JSON (paths as strings)."""
+        return json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}, indent=2
+        )
+
+
+def _oracle(config: MDRunConfig) -> Any:
+    from pal_atoms.oracles import make_oracle
+
+    settings: dict[str, Any] = {}
+    if config.method:
+        settings["method"] = config.method
+    if config.basis:
+        settings["basis"] = config.basis
+    return make_oracle(config.oracle, **settings)
+
+
+def load_frames(config: MDRunConfig, oracle: Any) -> list[Atoms]:
+    """Read, check and annotate the starting structures (charge, multiplicity)."""
+    frames = read_structures(config.system)
+    for i, atoms in enumerate(frames):
+        what = f"frame {i} of {config.system}"
+        validate_structure(atoms, min_distance_A=0.5, what=what)
+        charge, mult = charge_and_multiplicity(atoms, config.charge)
+        atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
+        try:
+            oracle.check(atoms)
+        except InputError as exc:
+            raise InputError(f"{what}: {exc}") from exc
+    return frames
+
+
+def _oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> list[Atoms]:
+    """Held-out test frames: short Langevin MD on the oracle itself, labelled by it."""
+    import numpy as np
+    from ase import units
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    rng = np.random.default_rng(config.seed + 1000)
+    out: list[Atoms] = []
+    stride = 10
+    for atoms in frames:
+        work = atoms.copy()
+        work.calc = oracle
+        MaxwellBoltzmannDistribution(work, temperature_K=config.temperature_K, rng=rng)
+        dyn = Langevin(
+            work,
+            timestep=config.timestep_fs * units.fs,
+            temperature_K=config.temperature_K,
+            friction=0.02 / units.fs,
+            rng=rng,
+            communicator=None,
+        )
+        for _ in range(config.test_per_frame):
+            dyn.run(stride)
+            frame = work.copy()
+            frame.info.update(atoms.info)
+            frame.calc = SinglePointCalculator(
+                frame, energy=work.get_potential_energy(), forces=work.get_forces()
+            )
+            out.append(frame)
+    return out
+
+
+def _prepare_run_dir(config: MDRunConfig) -> None:
+    out = config.out
+    if config.resume:
+        if not (out / "labels.h5").is_file() or not (out / "config.json").is_file():
+            raise InputError(f"--resume: {out} is not a pal-atoms run (no labels.h5/config.json)")
+        return
+    if (out / "labels.h5").exists():
+        raise InputError(f"{out} already holds a run; use --resume or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_md(config: MDRunConfig) -> Summary:
+    """Run the whole job; return the active-learning summary (also in ``summary.json``)."""
+    if config.np > 1:
+        raise ConfigError("--np > 1 (MPI ranks) is not available yet in this version; use --np 1")
+    _prepare_run_dir(config)
+    oracle = _oracle(config)
+    frames = load_frames(config, oracle)
+    out = config.out
+    (out / "config.json").write_text(config.to_json() + "\n")
+    from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
+    from pal_atoms.dynamics import MDGenerator, MDSettings, rattle_sample
+    from pal_atoms.oracles import label
+
+    test_path = out / "test_set.extxyz"
+    if test_path.exists():
+        test_set = list(ase.io.read(test_path, ":"))
+    else:
+        logger.info(
+            "making %d held-out test frames by MD on the oracle",
+            config.test_per_frame * len(frames),
+        )
+        test_set = _oracle_md_frames(oracle, frames, config)
+        ase.io.write(test_path, test_set, format="extxyz", parallel=False)
+
+    elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
+    charges = sorted({int(a.info["charge"]) for a in frames})
+    trainer_settings = TrainerSettings(max_epochs=config.train_epochs, seed=config.seed)
+    with LabelStore(out / "labels.h5") as store:
+        if config.resume and (out / "committee").is_dir():
+            committee = CommitteeCalculator.load(out / "committee", device=config.device)
+        else:
+            committee = CommitteeCalculator.create(
+                config.model,
+                elements=elements,
+                charges=charges,
+                n_members=config.committee,
+                seed=config.seed,
+                device=config.device,
+            )
+        trainer = CommitteeTrainer(committee, settings=trainer_settings)
+        if len(store.read()) == 0:
+            samples = rattle_sample(
+                frames,
+                config.bootstrap_per_frame,
+                rattle_std_A=0.1,
+                strain_range=(0.92, 1.08),
+                seed=config.seed,
+            )
+            logger.info("bootstrap: labelling %d rattled structures", len(samples))
+            for atoms in samples:
+                store.append_label(label(atoms, oracle), generator_id=-1)
+            if store.counts()["ok"] == 0:
+                raise InputError("bootstrap: the oracle failed on every rattled structure")
+            trainer.train(store.read())
+            logger.info(
+                "bootstrap committee: held-out force MAE %.4f eV/Å", force_mae(committee, test_set)
+            )
+        generators = [
+            MDGenerator(
+                atoms,
+                generator_id=i,
+                settings=MDSettings(
+                    integrator="langevin",
+                    temperature_K=config.temperature_K,
+                    timestep_fs=config.timestep_fs,
+                    patience=config.patience,
+                    n_steps=config.steps,
+                    seed=config.seed + i,
+                ),
+            )
+            for i, atoms in enumerate(frames)
+        ]
+        settings = WorkflowSettings(
+            max_labels=config.max_labels,
+            time_limit_s=config.time_limit_s,
+            retrain_size=config.retrain_size,
+            oracle_timeout_s=config.oracle_timeout_s,
+            isolate_oracle=config.oracle_timeout_s is not None,
+            seed=config.seed,
+        )
+        loop = ActiveLearning(
+            committee=committee,
+            oracle=oracle,
+            generators=generators,
+            store=store,
+            trainer=trainer,
+            selection=TrustWindow(lower=config.lower, upper=config.upper),
+            settings=settings,
+            run_dir=out,
+            test_set=test_set,
+        )
+        if config.resume:
+            logger.info("resumed %d generator states", loop.restore_generators())
+        summary = loop.run()
+        final = force_mae(committee, test_set)
+        summary.test_force_mae.append((len(store.read()), final))
+        counts = store.counts()
+    report = {**summary.as_dict(), "final_test_force_mae": final, "store_counts": counts}
+    (out / "summary.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return summary

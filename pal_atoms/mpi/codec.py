@@ -1,0 +1,152 @@
+"""Flat float64 buffers for structures and predictions (what travels with ``Send``/``Recv``).
+
+Buffers are self-describing, so their sizes can vary from message to message: the
+receiver learns the length from ``Probe`` (``status.Get_count``) and decodes.
+
+Structure record::
+
+    [n_atoms, generator_id, step, charge, multiplicity, cell (9), pbc (3),
+     numbers (n), positions (3n)]                                       17 + 4n values
+
+Prediction record::
+
+    [n_atoms, verdict, energy, energy_std, max_force_std, forces (3n), forces_std (n)]
+
+Label record (an ``ok`` label, for the training ranks) = structure record + [energy] +
+forces (3n).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from pal_atoms.protocols import Verdict
+
+__all__ = [
+    "VERDICT_CODES",
+    "decode_labels",
+    "decode_predictions",
+    "decode_structures",
+    "encode_labels",
+    "encode_predictions",
+    "encode_structures",
+]
+
+_HEAD = 17
+VERDICT_CODES: dict[Verdict, int] = {Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
+_VERDICTS = {v: k for k, v in VERDICT_CODES.items()}
+
+
+def _structure(atoms: Atoms, generator_id: int, step: int) -> np.ndarray:
+    n = len(atoms)
+    head = np.empty(_HEAD)
+    head[:5] = (
+        n,
+        generator_id,
+        step,
+        atoms.info.get("charge", 0),
+        atoms.info.get("multiplicity", 0),
+    )
+    head[5:14] = atoms.cell.array.ravel()
+    head[14:17] = atoms.pbc
+    return np.concatenate([head, atoms.numbers, atoms.positions.ravel()])
+
+
+def encode_structures(items: Sequence[tuple[Atoms, int, int]]) -> np.ndarray:
+    """Concatenate ``(atoms, generator_id, step)`` records into one float64 buffer."""
+    return np.concatenate([_structure(a, g, s) for a, g, s in items]) if items else np.empty(0)
+
+
+def _read_structure(buf: np.ndarray, i: int) -> tuple[Atoms, int, int, int]:
+    n = int(buf[i])
+    head = buf[i : i + _HEAD]
+    numbers = buf[i + _HEAD : i + _HEAD + n].astype(int)
+    pos = buf[i + _HEAD + n : i + _HEAD + 4 * n].reshape(n, 3)
+    atoms = Atoms(
+        numbers=numbers, positions=pos, cell=head[5:14].reshape(3, 3), pbc=head[14:17].astype(bool)
+    )
+    atoms.info["charge"] = int(head[3])
+    if int(head[4]):
+        atoms.info["multiplicity"] = int(head[4])
+    return atoms, int(head[1]), int(head[2]), i + _HEAD + 4 * n
+
+
+def decode_structures(buf: np.ndarray) -> list[tuple[Atoms, int, int]]:
+    """Inverse of :func:`encode_structures`."""
+    out, i = [], 0
+    while i < buf.size:
+        atoms, gid, step, i = _read_structure(buf, i)
+        out.append((atoms, gid, step))
+    return out
+
+
+def encode_predictions(
+    results: Sequence[Mapping[str, Any]], verdicts: Sequence[Verdict | None]
+) -> np.ndarray:
+    """Concatenate prediction records (``None`` verdict: not judged yet, code -1)."""
+    parts = []
+    for r, v in zip(results, verdicts, strict=True):
+        forces = np.asarray(r["forces"], dtype=float)
+        n = forces.shape[0]
+        fstd = np.asarray(r.get("forces_std", np.zeros(n)), dtype=float)
+        head = [
+            n,
+            -1 if v is None else VERDICT_CODES[v],
+            r["energy"],
+            r.get("energy_std", 0.0),
+            r.get("max_force_std", 0.0),
+        ]
+        parts.append(np.concatenate([np.asarray(head, dtype=float), forces.ravel(), fstd]))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def decode_predictions(buf: np.ndarray) -> list[tuple[dict[str, Any], Verdict | None]]:
+    """Inverse of :func:`encode_predictions`."""
+    out, i = [], 0
+    while i < buf.size:
+        n, code = int(buf[i]), int(buf[i + 1])
+        forces = buf[i + 5 : i + 5 + 3 * n].reshape(n, 3).copy()
+        fstd = buf[i + 5 + 3 * n : i + 5 + 4 * n].copy()
+        energy = float(buf[i + 2])
+        results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energy_std": float(buf[i + 3]),
+            "max_force_std": float(buf[i + 4]),
+            "forces": forces,
+            "forces_std": fstd,
+        }
+        out.append((results, None if code < 0 else _VERDICTS[code]))
+        i += 5 + 4 * n
+    return out
+
+
+def encode_labels(frames: Sequence[Atoms]) -> np.ndarray:
+    """Labelled structures (energy eV, forces eV/Å from their calculators) in one buffer."""
+    parts = []
+    for a in frames:
+        parts += [
+            _structure(a, -1, -1),
+            np.array([a.get_potential_energy()]),
+            a.get_forces().ravel(),
+        ]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def decode_labels(buf: np.ndarray) -> list[Atoms]:
+    """Inverse of :func:`encode_labels`."""
+    out, i = [], 0
+    while i < buf.size:
+        atoms, _, _, i = _read_structure(buf, i)
+        n = len(atoms)
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=float(buf[i]), forces=buf[i + 1 : i + 1 + 3 * n].reshape(n, 3)
+        )
+        out.append(atoms)
+        i += 1 + 3 * n
+    return out

@@ -1,0 +1,122 @@
+"""Message tags and a non-spinning receive loop.
+
+Blocking MPI calls in MPICH busy-poll, which burns a core per waiting rank and, on an
+oversubscribed node, steals it from the ranks doing work. Every wait in pal-atoms is
+therefore ``Iprobe`` plus a short sleep that backs off while nothing arrives (as in
+``mpi4py.futures``), so idle ranks cost almost nothing and a message is picked up within
+``max_sleep_s``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Backoff", "Message", "Tag", "probe", "recv", "send_array"]
+
+
+class Tag(enum.IntEnum):
+    """Message tags (buffer messages carry float64 unless noted)."""
+
+    PREDICT = 1  # generator -> controller: structure record
+    RESULT = 2  # controller -> generator: prediction record with verdict
+    BATCH = 3  # controller -> prediction: structure records
+    BATCH_RESULT = 4  # prediction -> controller: prediction records
+    LABEL = 5  # controller -> oracle: structure record + [uncertainty]
+    LABEL_DONE = 6  # oracle -> controller: control dict (pickled) ...
+    LABEL_DATA = 7  # ... then energy + forces buffer for ok labels
+    TRAIN_DATA = 8  # controller -> training: label records
+    WEIGHTS = 9  # training -> controller -> prediction: uint8 serialized state dicts
+    STOP = 10  # controller -> any: control dict (pickled)
+    DONE = 11  # any -> controller: control dict (pickled), the rank has finished
+    RESCORE = 12  # controller -> prediction: structure records to re-score
+    RESCORE_RESULT = 13  # prediction -> controller: prediction records
+    LOG = 14  # any -> controller: control dict (pickled), e.g. training round finished
+
+
+_OBJECT_TAGS = frozenset({Tag.LABEL_DONE, Tag.STOP, Tag.DONE, Tag.LOG})
+_BYTE_TAGS = frozenset({Tag.WEIGHTS})
+
+
+@dataclass
+class Message:
+    """A received message: where from, which tag, and the payload."""
+
+    source: int
+    tag: Tag
+    payload: Any
+
+
+class Backoff:
+    """Sleep that grows while idle (``min_sleep_s`` doubling up to ``max_sleep_s``)."""
+
+    def __init__(self, min_sleep_s: float = 2e-5, max_sleep_s: float = 2e-3):
+        self.min_sleep_s, self.max_sleep_s = min_sleep_s, max_sleep_s
+        self._sleep = 0.0
+
+    def reset(self) -> None:
+        """Something happened: poll again at once."""
+        self._sleep = 0.0
+
+    def wait(self) -> None:
+        """Nothing happened: sleep a little longer than last time."""
+        self._sleep = min(self.max_sleep_s, max(self.min_sleep_s, self._sleep * 2))
+        time.sleep(self._sleep)
+
+
+def _receive(comm: Any, status: Any) -> Message:
+    from mpi4py import MPI
+
+    source, tag = status.Get_source(), Tag(status.Get_tag())
+    if tag in _OBJECT_TAGS:
+        payload = comm.recv(source=source, tag=tag)
+    elif tag in _BYTE_TAGS:
+        payload = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+        comm.Recv([payload, MPI.BYTE], source=source, tag=tag)
+    else:
+        payload = np.empty(status.Get_count(MPI.DOUBLE), dtype=np.float64)
+        comm.Recv([payload, MPI.DOUBLE], source=source, tag=tag)
+    return Message(source, tag, payload)
+
+
+def probe(comm: Any, source: int | None = None, tag: int | None = None) -> Message | None:
+    """Receive one pending message if there is one (never blocks)."""
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    src = MPI.ANY_SOURCE if source is None else source
+    tg = MPI.ANY_TAG if tag is None else tag
+    if not comm.Iprobe(source=src, tag=tg, status=status):
+        return None
+    return _receive(comm, status)
+
+
+def recv(
+    comm: Any,
+    source: int | None = None,
+    tag: int | None = None,
+    backoff: Backoff | None = None,
+    timeout_s: float | None = None,
+) -> Message | None:
+    """Wait for a message without spinning; ``None`` after ``timeout_s``."""
+    backoff = backoff or Backoff()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        msg = probe(comm, source, tag)
+        if msg is not None:
+            return msg
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        backoff.wait()
+
+
+def send_array(comm: Any, array: np.ndarray, dest: int, tag: Tag) -> None:
+    """Send a float64 or uint8 buffer (blocking until the buffer may be reused)."""
+    from mpi4py import MPI
+
+    kind = MPI.BYTE if array.dtype == np.uint8 else MPI.DOUBLE
+    comm.Send([np.ascontiguousarray(array), kind], dest=dest, tag=tag)

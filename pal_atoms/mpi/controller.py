@@ -1,0 +1,317 @@
+"""The controller rank: routes predictions, judges them, feeds oracles and trainers.
+
+Event-driven: the controller reacts to whatever message arrives first (``Iprobe`` with a
+backing-off sleep when idle), so a slow generator never gates the others, each selected
+structure goes to the first free oracle at once, and new weights reach the prediction
+ranks as soon as a training round ends. Only the controller writes the label store.
+Outgoing messages are non-blocking (``Isend``), so the controller never waits on a rank
+that is itself sending to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ase import Atoms
+
+from pal_atoms.errors import FailureBudgetExceeded
+from pal_atoms.label import Label, LabelStatus
+from pal_atoms.metrics import MetricsLog
+from pal_atoms.mpi.codec import (
+    decode_predictions,
+    decode_structures,
+    encode_labels,
+    encode_predictions,
+    encode_structures,
+)
+from pal_atoms.mpi.comm import Backoff, Message, Tag, probe
+from pal_atoms.mpi.layout import Layout, Role
+from pal_atoms.oracle_queue import Candidate
+from pal_atoms.protocols import Verdict
+from pal_atoms.store import LabelStore
+
+if TYPE_CHECKING:
+    from pal_atoms.workflow import ActiveLearning
+
+__all__ = ["MPIController"]
+
+logger = logging.getLogger(__name__)
+
+#: Most structures in one prediction batch.
+MAX_BATCH = 512
+
+
+class MPIController:
+    """State and event loop of the controller rank (see the module docstring)."""
+
+    def __init__(self, al: ActiveLearning, comm: Any, layout: Layout):
+        self.al, self.comm = al, comm
+        size = comm.Get_size()
+        self.predictors = layout.ranks(size, Role.PREDICTION)
+        self.oracles = layout.ranks(size, Role.ORACLE)
+        self.trainers = layout.ranks(size, Role.TRAINING)
+        self.generators = layout.ranks(size, Role.GENERATOR)
+        self.free_pred: deque[int] = deque(self.predictors)
+        self.free_oracles: deque[int] = deque(self.oracles)
+        self.pending: list[tuple[int, Atoms, int, int]] = []
+        self.in_flight: dict[int, list[tuple[int, Atoms, int, int]]] = {}
+        self.rescoring: dict[int, list[Candidate]] = {}
+        self.busy_oracles: dict[int, tuple[Candidate, float]] = {}
+        self.oracle_busy_s = 0.0
+        self.outbox: list[tuple[Any, np.ndarray]] = []
+        self.done: set[int] = set()
+        self.stopping = False
+        self.generator_states: dict[str, Any] = {}
+        self.gen_finished: set[int] = set()
+
+    # -- sending ------------------------------------------------------------------------------
+    def _isend(self, array: np.ndarray, dest: int, tag: Tag) -> None:
+        from mpi4py import MPI
+
+        buf = np.ascontiguousarray(array)
+        kind = MPI.BYTE if buf.dtype == np.uint8 else MPI.DOUBLE
+        self.outbox.append((self.comm.Isend([buf, kind], dest=dest, tag=tag), buf))
+
+    def _flush_outbox(self) -> None:
+        self.outbox = [(req, buf) for req, buf in self.outbox if not req.Test()]
+
+    # -- handlers -----------------------------------------------------------------------------
+    def handle(self, msg: Message, store: LabelStore) -> None:
+        """React to one message."""
+        tag, src = msg.tag, msg.source
+        if tag is Tag.PREDICT:
+            if not self.stopping:
+                ((atoms, gid, step),) = decode_structures(msg.payload)
+                self.pending.append((src, atoms, gid, step))
+        elif tag is Tag.BATCH_RESULT:
+            self._on_predictions(src, msg.payload)
+        elif tag is Tag.LABEL_DONE:
+            self._on_label(src, msg.payload, store)
+        elif tag is Tag.WEIGHTS:
+            for p in self.predictors:
+                self._isend(msg.payload, p, Tag.WEIGHTS)
+        elif tag is Tag.RESCORE_RESULT:
+            cands = self.rescoring.pop(src)
+            key = getattr(self.al.selection, "key", "max_force_std")
+            new = {
+                c.order: float(r[key])
+                for c, (r, _) in zip(cands, decode_predictions(msg.payload), strict=True)
+            }
+            self.al.queue.reprioritise(new, keep_below=getattr(self.al.selection, "lower", 0.0))
+            self.free_pred.append(src)
+        elif tag is Tag.LOG:
+            self._on_log(src, msg.payload)
+        elif tag is Tag.DONE:
+            self.done.add(src)
+            if "states" in msg.payload:
+                self.generator_states.update({str(k): v for k, v in msg.payload["states"].items()})
+
+    def _on_predictions(self, src: int, payload: np.ndarray) -> None:
+        batch = self.in_flight.pop(src)
+        self.free_pred.append(src)
+        al = self.al
+        for (g, atoms, gid, step), (results, _) in zip(
+            batch, decode_predictions(payload), strict=True
+        ):
+            verdict = Verdict(al.selection(atoms, results))
+            al.note_prediction(atoms, results, verdict, generator_id=gid, step=step)
+            if not self.stopping:
+                self._isend(encode_predictions([results], [verdict]), g, Tag.RESULT)
+
+    def _on_label(self, src: int, control: dict[str, Any], store: LabelStore) -> None:
+        cand, t_sent = self.busy_oracles.pop(src)
+        self.oracle_busy_s += time.perf_counter() - t_sent
+        self.free_oracles.append(src)
+        atoms = cand.atoms.copy()
+        atoms.info.update(control.get("info", {}))
+        energy = forces = None
+        if control["status"] == LabelStatus.OK.value:
+            data = np.empty(1 + 3 * len(atoms))
+            from mpi4py import MPI
+
+            self.comm.Recv([data, MPI.DOUBLE], source=src, tag=Tag.LABEL_DATA)
+            energy, forces = float(data[0]), data[1:].reshape(-1, 3)
+        label = Label(
+            atoms=atoms,
+            status=LabelStatus(control["status"]),
+            energy=energy,
+            forces=forces,
+            error=control["error"],
+            wall_time_s=control["wall_time_s"],
+            oracle=control["oracle"],
+            method=control["method"],
+            settings=control["settings"],
+            attempts=control["attempts"],
+        )
+        self.al.record_label(store, label, cand)
+        if label.ok:
+            data = encode_labels([label.to_atoms()])
+            for t in self.trainers:
+                self._isend(data, t, Tag.TRAIN_DATA)
+
+    def _on_log(self, src: int, info: dict[str, Any]) -> None:
+        event = info.get("event")
+        if event == "trained":
+            self.al.summary.training_rounds += 1
+            logger.info(
+                "training rank %d: round %d on %d labels in %.1f s",
+                src,
+                info["round"],
+                info["labels"],
+                info["time_s"],
+            )
+            self._rescore()
+        elif event == "checkpoint":
+            self.al.summary.committee_path = info["path"]
+            if "test_force_mae" in info:
+                self.al.summary.test_force_mae.append(
+                    (self.al.summary.labels_ok, info["test_force_mae"])
+                )
+                logger.info(
+                    "committee checkpoint: held-out force MAE %.4f eV/Å", info["test_force_mae"]
+                )
+        elif info.get("finished"):
+            self.gen_finished.add(src)
+        elif event == "states":
+            self.generator_states.update({str(k): v for k, v in info["states"].items()})
+
+    def _rescore(self) -> None:
+        if not self.free_pred or not self.al.queue:
+            return
+        p = self.free_pred.popleft()
+        cands = list(self.al.queue)
+        self.rescoring[p] = cands
+        self._isend(
+            encode_structures([(c.atoms, c.generator_id, c.step) for c in cands]), p, Tag.RESCORE
+        )
+
+    # -- dispatching --------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Hand pending predictions and queued labels to free ranks."""
+        while self.pending and self.free_pred:
+            p = self.free_pred.popleft()
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            self.in_flight[p] = batch
+            self._isend(encode_structures([(a, gid, s) for _, a, gid, s in batch]), p, Tag.BATCH)
+        while self.al.labelling and self.al.queue and self.free_oracles:
+            o = self.free_oracles.popleft()
+            cand = self.al.queue.pop()
+            buf = np.concatenate(
+                [
+                    encode_structures([(cand.atoms, cand.generator_id, cand.step)]),
+                    [cand.uncertainty],
+                ]
+            )
+            self.busy_oracles[o] = (cand, time.perf_counter())
+            self._isend(buf, o, Tag.LABEL)
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self, store: LabelStore, metrics: MetricsLog) -> None:
+        """Run until a limit is reached, then shut every rank down in order."""
+        al = self.al
+        existing = store.read()
+        if existing and self.trainers:
+            data = encode_labels(existing)
+            for t in self.trainers:
+                self._isend(data, t, Tag.TRAIN_DATA)
+        t_start = time.monotonic()
+        last_metrics = t_start
+        backoff = Backoff()
+        try:
+            while True:
+                msg = probe(self.comm)
+                if msg is not None:
+                    self.handle(msg, store)
+                    backoff.reset()
+                else:
+                    backoff.wait()
+                self.dispatch()
+                self._flush_outbox()
+                al.check_stop(t_start)
+                if set(self.generators) <= self.finished_generators:
+                    al.stop("all generators finished")
+                now = time.monotonic()
+                if now - last_metrics >= al.settings.metrics_interval_s:
+                    metrics.write(self.metrics(now - t_start))
+                    last_metrics = now
+        except al.StopRun as stop:
+            al.summary.stop_reason = str(stop)
+            self.shutdown(store)
+        except FailureBudgetExceeded as exc:
+            al.summary.stop_reason = str(exc)
+            self.shutdown(store)
+            raise
+        except BaseException:
+            self.comm.Abort(1)  # an unrecoverable error: never leave ranks hanging
+            raise
+        al.summary.wall_time_s = time.monotonic() - t_start
+        al.summary.generator_steps = al.summary.predictions
+        metrics.write(self.metrics(al.summary.wall_time_s, final=True))
+
+    @property
+    def finished_generators(self) -> set[int]:
+        """Generator ranks that reported all their generators finished."""
+        return (self.done | self.gen_finished) & set(self.generators)
+
+    def metrics(self, elapsed_s: float, *, final: bool = False) -> dict[str, Any]:
+        """Metrics line: the workflow's plus the MPI-specific utilisation."""
+        record = self.al.metrics(elapsed_s, final=final)
+        n = max(1, len(self.oracles))
+        busy_now = sum(time.perf_counter() - t for _, t in self.busy_oracles.values())
+        record["oracle_busy_fraction"] = (self.oracle_busy_s + busy_now) / max(elapsed_s * n, 1e-9)
+        record["pending_predictions"] = len(self.pending)
+        return record
+
+    def _pump(self, store: LabelStore, until: Any, timeout_s: float | None = None) -> None:
+        backoff = Backoff()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not until():
+            msg = probe(self.comm)
+            if msg is not None:
+                self.handle(msg, store)
+                backoff.reset()
+            else:
+                backoff.wait()
+            self._flush_outbox()
+            if deadline is not None and time.monotonic() > deadline:
+                logger.warning("shutdown: gave up waiting after %.0f s", timeout_s)
+                return
+
+    def shutdown(self, store: LabelStore) -> None:
+        """Stop gracefully, kernel by kernel.
+
+        Generators first, then oracles (labels in progress are waited for and stored),
+        trainers (a round in progress finishes and its weights are forwarded), predictors
+        last; structures still queued are recorded as cancelled.
+        """
+        self.stopping = True
+        self.al.labelling = False
+        stop = {"reason": self.al.summary.stop_reason}
+        for g in self.generators:
+            self.comm.send(stop, dest=g, tag=Tag.STOP)
+        self._pump(store, lambda: set(self.generators) <= self.done)
+        self._pump(
+            store,
+            lambda: not self.busy_oracles,
+            timeout_s=self.al.settings.oracle_timeout_s
+            and 2 * self.al.settings.oracle_timeout_s + 10,
+        )
+        for cand, _ in self.busy_oracles.values():  # an oracle that never answered
+            self.al.queue.push(
+                cand.atoms, cand.uncertainty, generator_id=cand.generator_id, step=cand.step
+            )
+        self.al.cancel_queue(store)
+        for o in self.oracles:
+            self.comm.send(stop, dest=o, tag=Tag.STOP)
+        for t in self.trainers:
+            self.comm.send(stop, dest=t, tag=Tag.STOP)
+        self._pump(store, lambda: set(self.oracles + self.trainers) <= self.done)
+        self._pump(store, lambda: not self.outbox)  # final weights reach the predictors
+        for p in self.predictors:
+            self.comm.send(stop, dest=p, tag=Tag.STOP)
+        self._pump(store, lambda: set(self.predictors) <= self.done)
+        self.al.save_generator_states(self.generator_states)

@@ -1,0 +1,280 @@
+"""Loops of the worker ranks: prediction, oracle, training and generator.
+
+Each loop waits on the controller without spinning (:func:`~pal_atoms.mpi.comm.recv`),
+does its kernel's work, and leaves on ``STOP`` after a ``DONE`` message. User code (oracle,
+generator) runs guarded: an exception becomes a recorded failure or a generator restart,
+never a dead rank.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from pal_atoms.errors import PalAtomsError
+from pal_atoms.label import Label, LabelStatus
+from pal_atoms.mpi.codec import (
+    decode_labels,
+    decode_predictions,
+    decode_structures,
+    encode_predictions,
+    encode_structures,
+)
+from pal_atoms.mpi.comm import Backoff, Tag, recv, send_array
+from pal_atoms.protocols import Verdict
+
+__all__ = ["generator_rank", "oracle_rank", "prediction_rank", "training_rank"]
+
+logger = logging.getLogger(__name__)
+
+
+def serialize_weights(weights: list[dict[str, Any]], members: Sequence[int]) -> np.ndarray:
+    """State dicts as a uint8 buffer (torch format; loaded back with ``weights_only``)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"members": list(members), "weights": weights}, buf)
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def deserialize_weights(data: np.ndarray) -> tuple[list[dict[str, Any]], list[int]]:
+    """Inverse of :func:`serialize_weights`; never unpickles code."""
+    import torch
+
+    obj = torch.load(io.BytesIO(data.tobytes()), map_location="cpu", weights_only=True)
+    return obj["weights"], [int(m) for m in obj["members"]]
+
+
+def _predict_safely(committee: Any, frames: list[Atoms]) -> list[dict[str, Any]]:
+    try:
+        return list(committee.predict_batch(frames))
+    except Exception:  # one bad structure must not fail the others
+        out = []
+        for a in frames:
+            try:
+                out.append(committee.predict_batch([a])[0])
+            except Exception as exc:
+                logger.warning("prediction failed (%s); answering untrusted", exc)
+                n = len(a)
+                out.append(
+                    {
+                        "energy": 0.0,
+                        "forces": np.zeros((n, 3)),
+                        "energy_std": np.inf,
+                        "max_force_std": np.inf,
+                        "forces_std": np.full(n, np.inf),
+                    }
+                )
+        return out
+
+
+def prediction_rank(
+    comm: Any,
+    ctrl: int,
+    committee: Any,
+    *,
+    checkpoint: Path | None = None,
+    test_set: Sequence[Atoms] = (),
+) -> None:
+    """Serve batched committee predictions; load new weights; checkpoint if asked."""
+    from pal_atoms.metrics import force_mae
+
+    backoff = Backoff()
+    while True:
+        msg = recv(comm, source=ctrl, backoff=backoff)
+        assert msg is not None
+        backoff.reset()
+        if msg.tag in (Tag.BATCH, Tag.RESCORE):
+            frames = [a for a, _, _ in decode_structures(msg.payload)]
+            results = _predict_safely(committee, frames)
+            reply = Tag.BATCH_RESULT if msg.tag is Tag.BATCH else Tag.RESCORE_RESULT
+            send_array(comm, encode_predictions(results, [None] * len(results)), ctrl, reply)
+        elif msg.tag is Tag.WEIGHTS:
+            weights, members = deserialize_weights(msg.payload)
+            committee.set_weights(weights, members=members)
+            if checkpoint is not None:
+                committee.save(checkpoint)
+                info: dict[str, Any] = {"event": "checkpoint", "path": str(checkpoint)}
+                if test_set:
+                    info["test_force_mae"] = force_mae(committee, list(test_set))
+                comm.send(info, dest=ctrl, tag=Tag.LOG)
+        elif msg.tag is Tag.STOP:
+            comm.send({"role": "prediction"}, dest=ctrl, tag=Tag.DONE)
+            return
+
+
+def oracle_rank(
+    comm: Any,
+    ctrl: int,
+    oracle: Any,
+    label_fn: Callable[..., Label],
+    *,
+    timeout_s: float | None,
+    isolate: bool,
+) -> None:
+    """Label structures one at a time; failures become labels with a status."""
+    backoff = Backoff()
+    while True:
+        msg = recv(comm, source=ctrl, backoff=backoff)
+        assert msg is not None
+        if msg.tag is Tag.STOP:
+            comm.send({"role": "oracle"}, dest=ctrl, tag=Tag.DONE)
+            return
+        if msg.tag is not Tag.LABEL:
+            continue
+        ((atoms, gid, step),) = decode_structures(msg.payload[:-1])
+        t0 = time.perf_counter()
+        try:
+            label = label_fn(atoms, oracle, timeout_s=timeout_s, isolate=isolate)
+        except Exception as exc:  # invalid input found by the oracle's checks, or a bug
+            label = Label(
+                atoms=atoms,
+                status=LabelStatus.FAILED,
+                error=f"{type(exc).__name__}: {exc}",
+                wall_time_s=time.perf_counter() - t0,
+                oracle=getattr(oracle, "name", ""),
+                method=getattr(oracle, "method", ""),
+            )
+        control = {
+            "status": label.status.value,
+            "error": label.error,
+            "wall_time_s": label.wall_time_s,
+            "oracle": label.oracle,
+            "method": label.method,
+            "settings": label.settings,
+            "attempts": label.attempts,
+            "generator_id": gid,
+            "step": step,
+            "uncertainty": float(msg.payload[-1]),
+            "info": dict(label.atoms.info),
+        }
+        comm.send(control, dest=ctrl, tag=Tag.LABEL_DONE)
+        if label.ok:
+            data = np.concatenate([[label.energy], np.asarray(label.forces).ravel()])
+            send_array(comm, data, ctrl, Tag.LABEL_DATA)
+
+
+def training_rank(
+    comm: Any, ctrl: int, committee: Any, trainer: Any, *, members: Sequence[int], retrain_size: int
+) -> None:
+    """Collect labels; train ``members`` once ``retrain_size`` new ones arrived; send weights."""
+    labels: list[Atoms] = []
+    new = 0
+    backoff = Backoff(max_sleep_s=0.05)
+    rounds = 0
+    while True:
+        msg = recv(comm, source=ctrl, backoff=backoff)
+        assert msg is not None
+        if msg.tag is Tag.TRAIN_DATA:
+            arrived = decode_labels(msg.payload)
+            labels += arrived
+            new += len(arrived)
+        elif msg.tag is Tag.STOP:
+            comm.send({"role": "training", "rounds": rounds}, dest=ctrl, tag=Tag.DONE)
+            return
+        if new >= retrain_size:
+            # Pick up whatever else arrived meanwhile before starting the round.
+            while (more := recv(comm, source=ctrl, tag=Tag.TRAIN_DATA, timeout_s=0)) is not None:
+                labels += decode_labels(more.payload)
+            t0 = time.perf_counter()
+            trainer.train(labels, members=list(members))
+            rounds += 1
+            new = 0
+            weights = committee.get_weights()
+            send_array(
+                comm, serialize_weights([weights[m] for m in members], members), ctrl, Tag.WEIGHTS
+            )
+            comm.send(
+                {
+                    "event": "trained",
+                    "round": rounds,
+                    "labels": len(labels),
+                    "members": list(members),
+                    "time_s": time.perf_counter() - t0,
+                },
+                dest=ctrl,
+                tag=Tag.LOG,
+            )
+
+
+class _StopRequested(Exception):
+    """Raised inside a generator's step when the controller says stop."""
+
+
+class MPIClient:
+    """:class:`~pal_atoms.protocols.PredictionClient` of a generator rank."""
+
+    def __init__(self, comm: Any, ctrl: int):
+        self.comm, self.ctrl = comm, ctrl
+        self.backoff = Backoff(min_sleep_s=5e-6, max_sleep_s=1e-3)
+        self.stop: dict[str, Any] | None = None
+
+    def evaluate(
+        self, atoms: Atoms, *, generator_id: int = 0, step: int = 0
+    ) -> tuple[dict[str, Any], Verdict]:
+        """Send the geometry to the controller and wait for prediction and verdict."""
+        if self.stop is not None:
+            raise _StopRequested
+        send_array(
+            self.comm, encode_structures([(atoms, generator_id, step)]), self.ctrl, Tag.PREDICT
+        )
+        msg = recv(self.comm, source=self.ctrl, backoff=self.backoff)
+        assert msg is not None
+        self.backoff.reset()
+        if msg.tag is Tag.STOP:
+            self.stop = msg.payload
+            raise _StopRequested
+        ((results, verdict),) = decode_predictions(msg.payload)
+        return results, verdict or Verdict.UNTRUSTED
+
+
+def generator_rank(
+    comm: Any, ctrl: int, generators: Sequence[Any], *, state_interval_s: float = 60.0
+) -> None:
+    """Step this rank's generators round-robin until the controller says stop."""
+    client = MPIClient(comm, ctrl)
+    initial = {g.generator_id: g.state() for g in generators}
+    iters = {g.generator_id: g.irun(client) for g in generators}
+    by_id = {g.generator_id: g for g in generators}
+    steps = 0
+    last_states = time.monotonic()
+    try:
+        while iters:
+            for gid in list(iters):
+                try:
+                    next(iters[gid])
+                    steps += 1
+                except StopIteration:
+                    del iters[gid]
+                except _StopRequested:
+                    raise
+                except (PalAtomsError, ArithmeticError, ValueError, RuntimeError) as exc:
+                    logger.warning(
+                        "generator %d failed (%s: %s); restarting it", gid, type(exc).__name__, exc
+                    )
+                    by_id[gid].restore(initial[gid])
+                    iters[gid] = by_id[gid].irun(client)
+            if time.monotonic() - last_states > state_interval_s:
+                comm.send(
+                    {"event": "states", "states": {g.generator_id: g.state() for g in generators}},
+                    dest=ctrl,
+                    tag=Tag.LOG,
+                )
+                last_states = time.monotonic()
+        # Every generator finished on its own: report, then wait for the stop.
+        comm.send({"role": "generator", "finished": True}, dest=ctrl, tag=Tag.LOG)
+        while client.stop is None:
+            msg = recv(comm, source=ctrl, backoff=client.backoff)
+            if msg is not None and msg.tag is Tag.STOP:
+                client.stop = msg.payload
+    except _StopRequested:
+        pass
+    states = {g.generator_id: g.state() for g in generators}
+    comm.send({"role": "generator", "steps": steps, "states": states}, dest=ctrl, tag=Tag.DONE)

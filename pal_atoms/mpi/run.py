@@ -1,0 +1,101 @@
+"""Run an :class:`~pal_atoms.workflow.ActiveLearning` over MPI ranks (SPMD).
+
+Every rank builds the same ``ActiveLearning`` object and calls ``run()``; each rank then
+uses only its own part: the controller the store, selection and queue; prediction ranks
+the committee; oracle ranks the oracle; training ranks the trainer; generator ranks their
+share of the generators (round-robin by generator index).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from pal_atoms.metrics import MetricsLog
+from pal_atoms.mpi.layout import Layout, Role, device_for, node_local_rank
+
+if TYPE_CHECKING:
+    from pal_atoms.workflow import ActiveLearning, Summary
+
+__all__ = ["run_mpi"]
+
+logger = logging.getLogger(__name__)
+
+CONTROLLER = 0
+
+
+def run_mpi(al: ActiveLearning) -> Summary:
+    """Run ``al`` on ``al.comm``; rank 0 returns the run's summary, others their own."""
+    from pal_atoms.mpi.controller import MPIController
+    from pal_atoms.mpi.ranks import generator_rank, oracle_rank, prediction_rank, training_rank
+    from pal_atoms.workflow import Summary
+
+    comm = al.comm
+    if comm is None:
+        raise ValueError("run_mpi needs ActiveLearning(comm=...)")
+    size, rank = comm.Get_size(), comm.Get_rank()
+    layout: Layout = al.layout or Layout(training=1 if al.trainer is not None else 0)
+    layout.check(size)  # every rank raises the same LayoutError: a clean exit everywhere
+    if al.trainer is None and layout.training:
+        layout = Layout(prediction=layout.prediction, oracle=layout.oracle, training=0)
+    role = layout.role(size, rank)
+    if role is not Role.CONTROLLER:
+        # mpiexec forwards SIGINT/SIGTERM to every rank; the controller alone decides how
+        # to stop, and tells the others.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    device = device_for(role, node_local_rank(comm))  # collective: every rank calls it
+    if role in (Role.PREDICTION, Role.TRAINING) and hasattr(al.committee, "to_device"):
+        al.committee.to_device(device)
+    logger.debug("rank %d of %d: %s on %s", rank, size, role, device)
+
+    if role is Role.CONTROLLER:
+        store = al.open_store()
+        metrics = MetricsLog(al.run_dir / "metrics.jsonl" if al.run_dir else None)
+        old = al.install_signal_handlers()
+        try:
+            MPIController(al, comm, layout).run(store, metrics)
+        finally:
+            al.restore_signal_handlers(old)
+            store.close()
+        logger.info("run ended: %s", al.summary.stop_reason)
+        return al.summary
+    if role is Role.PREDICTION:
+        first = rank == layout.ranks(size, Role.PREDICTION)[0]
+        checkpoint = al.run_dir / "committee" if (first and al.run_dir) else None
+        prediction_rank(
+            comm,
+            CONTROLLER,
+            al.committee,
+            checkpoint=checkpoint,
+            test_set=al.test_set if first else (),
+        )
+    elif role is Role.ORACLE:
+        oracle_rank(
+            comm,
+            CONTROLLER,
+            al.oracle,
+            al.label_fn,
+            timeout_s=al.settings.oracle_timeout_s,
+            isolate=al.settings.isolate_oracle,
+        )
+    elif role is Role.TRAINING:
+        trainers = layout.ranks(size, Role.TRAINING)
+        k = trainers.index(rank)
+        n_members = int(getattr(al.committee, "n_members", 1))
+        members = [m for m in range(n_members) if m % len(trainers) == k]
+        training_rank(
+            comm,
+            CONTROLLER,
+            al.committee,
+            al.trainer,
+            members=members,
+            retrain_size=al.settings.retrain_size,
+        )
+    else:
+        gen_ranks = layout.ranks(size, Role.GENERATOR)
+        k = gen_ranks.index(rank)
+        mine = [g for i, g in enumerate(al.generators) if i % len(gen_ranks) == k]
+        generator_rank(comm, CONTROLLER, mine, state_interval_s=al.settings.checkpoint_interval_s)
+    return Summary(stop_reason=f"{role} rank {rank} finished")

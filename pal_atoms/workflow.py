@@ -1,0 +1,458 @@
+"""Active learning in one process: PAL's kernels interleaved (notebooks, tests, small jobs).
+
+:class:`ActiveLearning` steps every generator in turn on the committee, sends what the
+selection rule does not trust to the oracle queue, labels the most uncertain structure
+between generator rounds, retrains once ``retrain_size`` new labels have arrived, and
+stops on the first limit reached. The MPI controller runs the same kernels on separate
+ranks with the same settings and the same run directory layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from pal_atoms.errors import FailureBudgetExceeded, InputError
+from pal_atoms.label import Label, LabelStatus
+from pal_atoms.metrics import MetricsLog, force_mae
+from pal_atoms.oracle_queue import Candidate, OracleQueue
+from pal_atoms.protocols import Verdict
+from pal_atoms.selection import SelectionRule, TrustWindow
+from pal_atoms.settings import WorkflowSettings
+from pal_atoms.store import LabelStore
+
+__all__ = ["ActiveLearning", "Summary"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Summary:
+    """What a run did.
+
+    Attributes:
+        labels_ok: ``ok`` labels stored by this run.
+        labels_failed: Labels stored with another status (failed, unconverged, timeout).
+        cancelled: Queued structures recorded as ``cancelled`` at the stop.
+        generator_steps: Generator steps taken.
+        predictions: Committee predictions judged.
+        training_rounds: Training rounds finished.
+        stop_reason: Why the run ended.
+        wall_time_s: Wall time in s.
+        timings_s: Busy time per kernel in s (prediction, oracle, training, store).
+        committee_path: Folder of the last committee checkpoint (``None`` without one).
+        test_force_mae: Held-out force MAE in eV/Å after each training round.
+    """
+
+    labels_ok: int = 0
+    labels_failed: int = 0
+    cancelled: int = 0
+    generator_steps: int = 0
+    predictions: int = 0
+    training_rounds: int = 0
+    stop_reason: str = ""
+    wall_time_s: float = 0.0
+    timings_s: dict[str, float] = field(default_factory=dict)
+    committee_path: str | None = None
+    test_force_mae: list[tuple[int, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable copy."""
+        return asdict(self)
+
+
+class StopRun(Exception):
+    """Ends the main loop; its message is the stop reason."""
+
+
+class ActiveLearning:
+    """Single-process active-learning loop (see the module docstring).
+
+    Args:
+        committee: Committee calculator (``predict_batch``, ``save``); its predictions drive
+            the generators.
+        oracle: Oracle calculator labelled through :func:`pal_atoms.oracles.label`.
+        generators: Generators (:class:`pal_atoms.dynamics.Generator`), stepped in turn.
+        store: Label store, or the path of one (opened and closed by the run).
+        trainer: Trains the committee on the store's ``ok`` labels (``train(labels)``);
+            ``None`` disables training.
+        selection: Selection rule (default :class:`~pal_atoms.selection.TrustWindow`).
+        settings: Limits and knobs (:class:`~pal_atoms.settings.WorkflowSettings`).
+        run_dir: Folder for checkpoints, generator states and metrics (``None``: none).
+        test_set: Held-out labelled structures for the committee's force error.
+        label_fn: Labelling function ``label(atoms, oracle, *, timeout_s, isolate)``
+            (default :func:`pal_atoms.oracles.label`).
+        comm: MPI communicator; with more than one rank the kernels run on separate ranks
+            (:mod:`pal_atoms.mpi`), every rank calling :meth:`run` with the same arguments.
+        layout: Rank counts per kernel under MPI (default: 1 prediction, 1 oracle,
+            1 training rank, generators on the rest).
+    """
+
+    StopRun = StopRun
+
+    def __init__(
+        self,
+        *,
+        committee: Any,
+        oracle: Any,
+        generators: Sequence[Any],
+        store: LabelStore | str | Path,
+        trainer: Any | None = None,
+        selection: SelectionRule | None = None,
+        settings: WorkflowSettings | None = None,
+        run_dir: str | Path | None = None,
+        test_set: Sequence[Atoms] | None = None,
+        label_fn: Callable[..., Label] | None = None,
+        comm: Any | None = None,
+        layout: Any | None = None,
+    ):
+        if not generators:
+            raise InputError("an active-learning run needs at least one generator")
+        ids = [g.generator_id for g in generators]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"generator ids must be unique, got {ids}")
+        self.committee = committee
+        self.oracle = oracle
+        self.generators = list(generators)
+        self.trainer = trainer
+        self.selection = selection or TrustWindow()
+        self.settings = settings or WorkflowSettings()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.test_set = list(test_set or [])
+        if label_fn is None:
+            from pal_atoms.oracles import label as default_label
+
+            label_fn = default_label
+        self.label_fn: Callable[..., Label] = label_fn
+        self.comm = comm
+        self.layout = layout
+        self._store_arg = store
+        self.queue = OracleQueue(cap=self.settings.queue_cap, diversity_A=self.settings.diversity_A)
+        self.summary = Summary()
+        self._timings = dict.fromkeys(("prediction", "oracle", "training", "store"), 0.0)
+        self._recent_verdicts: deque[bool] = deque(maxlen=self.settings.convergence_window)
+        self._recent_failures: deque[bool] = deque(maxlen=self.settings.failure_window)
+        self._labels_since_training = 0
+        self.labelling = True
+        self._signal: str | None = None
+        self._max_force_std = 0.0
+
+    # -- the prediction client the generators talk to -----------------------------------------
+    def evaluate(
+        self, atoms: Atoms, *, generator_id: int = 0, step: int = 0
+    ) -> tuple[dict[str, Any], Verdict]:
+        """:class:`~pal_atoms.protocols.PredictionClient` of the generators."""
+        t0 = time.perf_counter()
+        (results,) = self.committee.predict_batch([atoms])
+        self._timings["prediction"] += time.perf_counter() - t0
+        verdict = Verdict(self.selection(atoms, results))
+        self.note_prediction(atoms, results, verdict, generator_id=generator_id, step=step)
+        return results, verdict
+
+    def note_prediction(
+        self,
+        atoms: Atoms,
+        results: dict[str, Any],
+        verdict: Verdict,
+        *,
+        generator_id: int,
+        step: int,
+    ) -> None:
+        """Account for one judged prediction; queue the structure if it is not trusted."""
+        self.summary.predictions += 1
+        self._max_force_std = float(results.get("max_force_std", 0.0))
+        self._recent_verdicts.append(verdict is not Verdict.TRUSTED)
+        if verdict is not Verdict.TRUSTED and self.labelling:
+            self.queue.push(atoms, self._max_force_std, generator_id=generator_id, step=step)
+
+    # -- kernels ------------------------------------------------------------------------------
+    def _label_one(self, store: LabelStore) -> None:
+        cand = self.queue.pop()
+        t0 = time.perf_counter()
+        label = self.label_fn(
+            cand.atoms,
+            self.oracle,
+            timeout_s=self.settings.oracle_timeout_s,
+            isolate=self.settings.isolate_oracle,
+        )
+        self._timings["oracle"] += time.perf_counter() - t0
+        self.record_label(store, label, cand)
+
+    def record_label(self, store: LabelStore, label: Label, cand: Candidate) -> None:
+        """Store a finished label with its provenance; count it against the budgets.
+
+        Raises:
+            FailureBudgetExceeded: too many of the recent labels failed.
+        """
+        t0 = time.perf_counter()
+        store.append_label(
+            label,
+            generator_id=cand.generator_id,
+            generator_step=cand.step,
+            uncertainty=cand.uncertainty,
+        )
+        self._timings["store"] += time.perf_counter() - t0
+        self._recent_failures.append(not label.ok)
+        if label.ok:
+            self.summary.labels_ok += 1
+            self._labels_since_training += 1
+        else:
+            self.summary.labels_failed += 1
+            logger.warning(
+                "label %s for generator %d: %s", label.status, cand.generator_id, label.error
+            )
+            self._check_failure_budget()
+
+    def _check_failure_budget(self) -> None:
+        window = self._recent_failures
+        if len(window) >= min(self.settings.failure_window, 4):
+            fraction = sum(window) / len(window)
+            if fraction > self.settings.failure_budget:
+                raise FailureBudgetExceeded(
+                    f"{sum(window)} of the last {len(window)} labels failed (budget "
+                    f"{self.settings.failure_budget:.0%}); check the oracle settings"
+                )
+
+    def _train(self, store: LabelStore) -> None:
+        if self.trainer is None:
+            return
+        labels = store.read(status="ok")
+        t0 = time.perf_counter()
+        self.trainer.train(labels)
+        self._timings["training"] += time.perf_counter() - t0
+        self.summary.training_rounds += 1
+        self._labels_since_training = 0
+        if self.test_set:
+            mae = force_mae(self.committee, self.test_set)
+            self.summary.test_force_mae.append((len(labels), mae))
+            logger.info(
+                "training round %d on %d labels: held-out force MAE %.4f eV/Å",
+                self.summary.training_rounds,
+                len(labels),
+                mae,
+            )
+        key = getattr(self.selection, "key", "max_force_std")
+        self.queue.rescore(
+            lambda frames: [float(r[key]) for r in self.committee.predict_batch(frames)],
+            keep_below=getattr(self.selection, "lower", 0.0),
+        )
+        self._checkpoint_committee()
+
+    def _checkpoint_committee(self) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "committee"
+        self.committee.save(path)
+        self.summary.committee_path = str(path)
+
+    def _save_generators(self) -> None:
+        self.save_generator_states({str(g.generator_id): g.state() for g in self.generators})
+
+    def save_generator_states(self, states: dict[str, Any]) -> None:
+        """Write generator states (``{generator_id: state}``) for a later resume."""
+        if self.run_dir is None or not states:
+            return
+        tmp = self.run_dir / "generators.json.tmp"
+        tmp.write_text(json.dumps(states, default=_json_default))
+        tmp.replace(self.run_dir / "generators.json")
+
+    def restore_generators(self) -> int:
+        """Restore generator states saved in the run directory; return how many."""
+        if self.run_dir is None or not (self.run_dir / "generators.json").exists():
+            return 0
+        states = json.loads((self.run_dir / "generators.json").read_text())
+        n = 0
+        for g in self.generators:
+            if str(g.generator_id) in states:
+                g.restore(states[str(g.generator_id)])
+                n += 1
+        return n
+
+    # -- stopping -----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signal = signal.Signals(signum).name
+
+    def stop(self, reason: str) -> None:
+        """End the run with ``reason`` (raises :class:`StopRun`)."""
+        raise StopRun(reason)
+
+    def check_stop(self, t_start: float) -> None:
+        """Raise :class:`StopRun` if a limit is reached (``t_start``: ``time.monotonic()``)."""
+        s = self.settings
+        if self._signal:
+            raise StopRun(f"received {self._signal}")
+        if self.summary.labels_ok >= s.max_labels:
+            raise StopRun(f"reached max_labels={s.max_labels}")
+        steps = max(self.summary.generator_steps, self.summary.predictions)
+        if s.max_steps is not None and steps >= s.max_steps:
+            raise StopRun(f"reached max_steps={s.max_steps}")
+        if s.time_limit_s is not None and time.monotonic() - t_start >= s.time_limit_s:
+            raise StopRun(f"reached time_limit_s={s.time_limit_s:g}")
+        if s.stop_file and self.run_dir is not None and (self.run_dir / s.stop_file).exists():
+            raise StopRun(f"stop file {self.run_dir / s.stop_file} appeared")
+        window = self._recent_verdicts
+        converged = len(window) == window.maxlen and (
+            sum(window) / len(window) < s.convergence_fraction
+        )
+        if self.labelling and converged:
+            if s.on_convergence == "stop":
+                raise StopRun(
+                    "converged: uncertain fraction below "
+                    f"{s.convergence_fraction:g} over {len(window)} predictions"
+                )
+            logger.info("converged: oracle and training stop; generators continue (ML-MD)")
+            self.labelling = False
+            self.queue.drain()
+
+    # -- main loop ----------------------------------------------------------------------------
+    def _steps(self) -> Iterator[None]:
+        iters = {g.generator_id: g.irun(self) for g in self.generators}
+        while iters:
+            for gid in list(iters):
+                try:
+                    event = next(iters[gid])
+                except StopIteration:
+                    del iters[gid]
+                    continue
+                self.summary.generator_steps += 1
+                if str(getattr(event, "action", "")) == "finished":
+                    del iters[gid]
+                yield
+
+    def run(self) -> Summary:
+        """Run until a limit is reached; return the :class:`Summary`.
+
+        Raises:
+            FailureBudgetExceeded: too many recent labels failed (the store stays valid,
+                the committee is checkpointed first).
+        """
+        if self.comm is not None and self.comm.Get_size() > 1:
+            from pal_atoms.mpi.run import run_mpi
+
+            return run_mpi(self)
+        own_store = not isinstance(self._store_arg, LabelStore)
+        store = self.open_store()
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None)
+        old_handlers = self.install_signal_handlers()
+        t_start = time.monotonic()
+        last_ckpt = last_metrics = t_start
+        try:
+            steps = self._steps()
+            while True:
+                self.check_stop(t_start)
+                if next(steps, StopIteration) is StopIteration:
+                    raise StopRun("all generators finished")
+                if self.labelling and self.queue:
+                    self._label_one(store)
+                    if self._labels_since_training >= self.settings.retrain_size:
+                        self._train(store)
+                now = time.monotonic()
+                if now - last_metrics >= self.settings.metrics_interval_s:
+                    metrics.write(self.metrics(now - t_start))
+                    last_metrics = now
+                if now - last_ckpt >= self.settings.checkpoint_interval_s:
+                    self._save_generators()
+                    last_ckpt = now
+        except StopRun as stop:
+            self.summary.stop_reason = str(stop)
+        except FailureBudgetExceeded as exc:
+            self.summary.stop_reason = str(exc)
+            self._finish(store, metrics, t_start)
+            if own_store:
+                store.close()
+            raise
+        finally:
+            self.restore_signal_handlers(old_handlers)
+        self._finish(store, metrics, t_start)
+        if own_store:
+            store.close()
+        logger.info("run ended: %s", self.summary.stop_reason)
+        return self.summary
+
+    def cancel_queue(self, store: LabelStore) -> None:
+        """Record every queued structure as ``cancelled`` (nothing selected is lost)."""
+        for cand in self.queue.drain():
+            store.append(
+                cand.atoms,
+                LabelStatus.CANCELLED,
+                error="run stopped before labelling",
+                generator_id=cand.generator_id,
+                generator_step=cand.step,
+                uncertainty=cand.uncertainty,
+            )
+            self.summary.cancelled += 1
+
+    def open_store(self) -> LabelStore:
+        """The run's store (opened here when a path was given); creates the run folder."""
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(self._store_arg, LabelStore):
+            return self._store_arg
+        return LabelStore(self._store_arg)
+
+    def _finish(self, store: LabelStore, metrics: MetricsLog, t_start: float) -> None:
+        self.cancel_queue(store)
+        if self._labels_since_training and self.trainer is not None and self.labelling:
+            self._train(store)
+        elif self.summary.committee_path is None:
+            self._checkpoint_committee()
+        self._save_generators()
+        self.summary.wall_time_s = time.monotonic() - t_start
+        self.summary.timings_s = dict(self._timings)
+        metrics.write(self.metrics(self.summary.wall_time_s, final=True))
+
+    def metrics(self, elapsed_s: float, *, final: bool = False) -> dict[str, Any]:
+        """One metrics record (see ``metrics.jsonl`` in the README)."""
+        window = self._recent_verdicts
+        return {
+            "elapsed_s": round(elapsed_s, 3),
+            "labels_ok": self.summary.labels_ok,
+            "labels_failed": self.summary.labels_failed,
+            "generator_steps": max(self.summary.generator_steps, self.summary.predictions),
+            "steps_per_s": max(self.summary.generator_steps, self.summary.predictions)
+            / max(elapsed_s, 1e-9),
+            "uncertain_fraction": (sum(window) / len(window)) if window else None,
+            "max_force_std": self._max_force_std,
+            "training_rounds": self.summary.training_rounds,
+            "test_force_mae": self.summary.test_force_mae[-1][1]
+            if self.summary.test_force_mae
+            else None,
+            "busy_s": {k: round(v, 3) for k, v in self._timings.items()},
+            **self.queue.stats(),
+            "final": final,
+        }
+
+    def install_signal_handlers(self) -> dict[int, Any]:
+        """Turn SIGINT/SIGTERM into a graceful stop; return the previous handlers."""
+        old: dict[int, Any] = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self._on_signal)
+        except ValueError:  # not the main thread: leave signals to the caller
+            pass
+        return old
+
+    @staticmethod
+    def restore_signal_handlers(old: dict[int, Any]) -> None:
+        """Put back handlers returned by :meth:`install_signal_handlers`."""
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,104 @@
+"""An active-learning job for the MPI tests: tiny MACE committee, tblite oracle, Bi clusters.
+
+Run as ``mpiexec -n N python -m mpi4py al_job.py RUN_DIR [options]`` (every rank runs
+this script; ranks pick their kernel) or with ``--single`` in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ase import Atoms
+
+from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
+from pal_atoms.dynamics import MDGenerator, MDSettings, build_bi_clusters, rattle_sample
+from pal_atoms.label import Label, LabelStatus
+from pal_atoms.oracles.labelling import label
+from pal_atoms.oracles.xtb import XTB
+from pal_atoms.selection import TrustWindow
+from pal_atoms.settings import WorkflowSettings
+from pal_atoms.workflow import ActiveLearning
+
+
+class FlakyLabel:
+    """Real tblite labels, with every ``fail_every``-th call failing (injected faults)."""
+
+    def __init__(self, fail_every: int = 0, always_fail: bool = False):
+        self.fail_every, self.always_fail, self.calls = fail_every, always_fail, 0
+
+    def __call__(self, atoms: Atoms, oracle: object, **kwargs: object) -> Label:
+        self.calls += 1
+        if self.always_fail or (self.fail_every and self.calls % self.fail_every == 0):
+            return Label(atoms=atoms, status=LabelStatus.FAILED, error="injected failure",
+                         oracle="xtb", method="GFN2-xTB")
+        return label(atoms, oracle, **kwargs)  # type: ignore[arg-type]
+
+
+def labelled(frames: list[Atoms], oracle: XTB) -> list[Atoms]:
+    out = []
+    for a in frames:
+        lab = label(a, oracle)
+        assert lab.ok
+        out.append(lab.to_atoms())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--single", action="store_true")
+    p.add_argument("--max-labels", type=int, default=16)
+    p.add_argument("--time-limit", type=float, default=120.0)
+    p.add_argument("--fail-every", type=int, default=0)
+    p.add_argument("--always-fail", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--oracles", type=int, default=1)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    comm = None
+    if not args.single:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    oracle = XTB()
+    starts = build_bi_clusters([4, 5], shapes_per_size=1, charges=[0], seed=3)
+    run_dir = args.run_dir
+    if args.resume and (run_dir / "committee").is_dir():
+        committee = CommitteeCalculator.load(run_dir / "committee")
+    else:
+        committee = CommitteeCalculator.create("mace", elements=["Bi"], n_members=3, seed=0,
+                                               hidden_irreps="8x0e", num_interactions=1)
+    trainer = CommitteeTrainer(committee, settings=TrainerSettings(max_epochs=15, seed=0))
+    # Held-out frames and a bootstrap, labelled by the real oracle (cheap: ~ms each).
+    test = labelled(rattle_sample(starts, 3, rattle_std_A=0.15, seed=11), oracle)
+    if not args.resume:
+        trainer.train(labelled(rattle_sample(starts, 2, rattle_std_A=0.1, seed=5), oracle))
+    gens = [MDGenerator(a, generator_id=i, settings=MDSettings(
+        temperature_K=800, timestep_fs=2.0, patience=2, seed=i)) for i, a in enumerate(starts)]
+    al = ActiveLearning(
+        committee=committee, oracle=oracle, generators=gens, store=run_dir / "labels.h5",
+        trainer=trainer, selection=TrustWindow(key="energy_std", lower=0.005, upper=5.0),
+        settings=WorkflowSettings(max_labels=args.max_labels, time_limit_s=args.time_limit,
+                                  retrain_size=4, metrics_interval_s=1.0, diversity_A=0.0,
+                                  failure_window=10, failure_budget=0.6),
+        run_dir=run_dir, test_set=test, label_fn=FlakyLabel(args.fail_every, args.always_fail),
+        comm=comm,
+    )
+    if args.resume:
+        al.restore_generators()
+    try:
+        summary = al.run()
+    except Exception as exc:
+        print(f"ERROR {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
+    if comm is None or comm.Get_rank() == 0:
+        print("SUMMARY " + json.dumps(summary.as_dict(), default=float), flush=True)
+
+
+
+if __name__ == "__main__":
+    main()
