@@ -21,7 +21,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy
+	cd "$$(mktemp -d)" && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p pal_atoms
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

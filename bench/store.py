@@ -17,9 +17,9 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_json  # noqa: E402
+from _common import table, write_json
 
-from pal_atoms.store import LabelStore  # noqa: E402
+from pal_atoms.store import LabelStore
 
 
 def bi8(rng: np.random.Generator) -> Atoms:
@@ -50,9 +50,16 @@ def main() -> None:
             with LabelStore(path, **kwargs) as store:
                 t0 = time.perf_counter()
                 for i, a in enumerate(frames[:m]):
-                    store.append(a, oracle="xtb", method="GFN2-xTB", settings=settings,
-                                 generator_id=i % 89, generator_step=i, uncertainty=0.1,
-                                 wall_time_s=0.01)
+                    store.append(
+                        a,
+                        oracle="xtb",
+                        method="GFN2-xTB",
+                        settings=settings,
+                        generator_id=i % 89,
+                        generator_step=i,
+                        uncertainty=0.1,
+                        wall_time_s=0.01,
+                    )
                 dt = time.perf_counter() - t0
             rows.append([mode, m, m / dt, dt / m * 1e3])
             results[mode] = {"records": m, "per_s": m / dt, "ms_per_record": dt / m * 1e3}
@@ -69,16 +76,21 @@ def main() -> None:
             back = store.read()
             dt = time.perf_counter() - t0
         rows.append(["read(status='ok') -> Atoms", len(back), len(back) / dt, dt / len(back) * 1e3])
-        results["read"] = {"records": len(back), "per_s": len(back) / dt,
-                           "ms_per_record": dt / len(back) * 1e3}
+        results["read"] = {
+            "records": len(back),
+            "per_s": len(back) / dt,
+            "ms_per_record": dt / len(back) * 1e3,
+        }
         size = path.stat().st_size
         per_label = size / n
         results["file_bytes"] = size
         results["bytes_per_label"] = per_label
         results["overhead_vs_raw"] = per_label / raw
     print(table(["operation", "records", "records/s", "ms/record"], rows))
-    print(f"\nfile: {size / 1e6:.2f} MB for {n} Bi8 labels = {per_label:.0f} B/label; raw arrays "
-          f"{raw} B/label; ratio {per_label / raw:.2f} (provenance + offsets + chunk slack)")
+    print(
+        f"\nfile: {size / 1e6:.2f} MB for {n} Bi8 labels = {per_label:.0f} B/label; raw arrays "
+        f"{raw} B/label; ratio {per_label / raw:.2f} (provenance + offsets + chunk slack)"
+    )
     print(f"wrote {write_json('store', results)}")
 
 

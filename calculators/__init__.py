@@ -23,3 +23,4 @@ __all__ = [
     "get_backend",
     "register_backend",
 ]
+from .on_the_fly import OnTheFlyCalculator as OnTheFlyCalculator

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from pal_atoms import __version__
@@ -132,6 +133,11 @@ def _setup_logging(args: argparse.Namespace) -> None:
         stream=sys.stderr,
     )
     if not args.debug:
+        # mace's TorchScript-compiled modules warn once per module build; pure noise here.
+        warnings.filterwarnings(
+            "ignore", message="The TorchScript type system", category=UserWarning
+        )
+        warnings.filterwarnings("ignore", message="cuequivariance", category=UserWarning)
         # Third-party libraries are chatty at INFO; their warnings still show.
         for name in ("matplotlib", "h5py", "torch", "e3nn", "mace", "jax", "PIL"):
             logging.getLogger(name).setLevel(logging.WARNING)

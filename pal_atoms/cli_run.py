@@ -120,9 +120,22 @@ def _cmd_md(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pal_atoms.plotting import plot_run
+
+    paths = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    print("\n".join(str(p) for p in paths) if paths else "nothing to plot yet")
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register the run-directory subcommands on ``sub``."""
     from pal_atoms.md_run import MDRunConfig
+
+    p = sub.add_parser("plot", parents=[common], help="PNG figures of a run")
+    p.add_argument("run_dir", help="run directory")
+    p.add_argument("--out", help="folder for the figures (default: RUN_DIR/plots)")
+    p.set_defaults(func=_cmd_plot)
 
     defaults = MDRunConfig(system=Path("x"))
     p = sub.add_parser(

@@ -41,6 +41,9 @@ def import_mace() -> ModuleType:
         ``mace.tools`` imported).
     """
     _allow_slice_in_weights_only_load()
+    # e3nn loads its constants at import; import it before mace sets the variable, so that
+    # load runs with weights_only=True too.
+    importlib.import_module("e3nn.o3")
     before = os.environ.get(_FORCE_VAR)
     try:
         mace = importlib.import_module("mace")

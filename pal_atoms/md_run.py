@@ -165,6 +165,8 @@ def _oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> 
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
+    from pal_atoms.dynamics import local_comm
+
     rng = np.random.default_rng(config.seed + 1000)
     out: list[Atoms] = []
     stride = 10
@@ -178,7 +180,7 @@ def _oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> 
             temperature_K=config.temperature_K,
             friction=0.02 / units.fs,
             rng=rng,
-            communicator=None,
+            comm=local_comm(),
         )
         for _ in range(config.test_per_frame):
             dyn.run(stride)

@@ -21,16 +21,24 @@ class MetricsLog:
     can follow a running job.
     """
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, *, progress: Any | None = None):
         self.path = path
+        self.progress = progress  # e.g. pal_atoms.progress.Progress: shows each record
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append ``record`` as one line."""
+        """Append ``record`` as one line (and show it on the progress display)."""
+        if self.progress is not None:
+            self.progress.update(record)
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps({"time": time.time(), **record}, default=float) + "\n")
+
+    def close(self) -> None:
+        """Close the progress display, if any."""
+        if self.progress is not None:
+            self.progress.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

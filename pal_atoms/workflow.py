@@ -27,6 +27,7 @@ from pal_atoms.errors import FailureBudgetExceeded, InputError
 from pal_atoms.label import Label, LabelStatus
 from pal_atoms.metrics import MetricsLog, force_mae
 from pal_atoms.oracle_queue import Candidate, OracleQueue
+from pal_atoms.progress import Progress
 from pal_atoms.protocols import Verdict
 from pal_atoms.selection import SelectionRule, TrustWindow
 from pal_atoms.settings import WorkflowSettings
@@ -343,7 +344,10 @@ class ActiveLearning:
             return run_mpi(self)
         own_store = not isinstance(self._store_arg, LabelStore)
         store = self.open_store()
-        metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None)
+        metrics = MetricsLog(
+            self.run_dir / "metrics.jsonl" if self.run_dir else None,
+            progress=Progress(interval_s=self.settings.metrics_interval_s),
+        )
         old_handlers = self.install_signal_handlers()
         t_start = time.monotonic()
         last_ckpt = last_metrics = t_start
@@ -374,6 +378,7 @@ class ActiveLearning:
             raise
         finally:
             self.restore_signal_handlers(old_handlers)
+            metrics.close()
         self._finish(store, metrics, t_start)
         if own_store:
             store.close()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pal_atoms.metrics import MetricsLog
 from pal_atoms.mpi.layout import Layout, Role, device_for, node_local_rank
+from pal_atoms.progress import Progress
 
 if TYPE_CHECKING:
     from pal_atoms.workflow import ActiveLearning, Summary
@@ -46,17 +47,21 @@ def run_mpi(al: ActiveLearning) -> Summary:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     device = device_for(role, node_local_rank(comm))  # collective: every rank calls it
-    if role in (Role.PREDICTION, Role.TRAINING) and hasattr(al.committee, "to_device"):
-        al.committee.to_device(device)
+    if role in (Role.PREDICTION, Role.TRAINING) and device != "cpu":
+        al.committee.to(device=device)
     logger.debug("rank %d of %d: %s on %s", rank, size, role, device)
 
     if role is Role.CONTROLLER:
         store = al.open_store()
-        metrics = MetricsLog(al.run_dir / "metrics.jsonl" if al.run_dir else None)
+        metrics = MetricsLog(
+            al.run_dir / "metrics.jsonl" if al.run_dir else None,
+            progress=Progress(interval_s=al.settings.metrics_interval_s),
+        )
         old = al.install_signal_handlers()
         try:
             MPIController(al, comm, layout).run(store, metrics)
         finally:
+            metrics.close()
             al.restore_signal_handlers(old)
             store.close()
         logger.info("run ended: %s", al.summary.stop_reason)

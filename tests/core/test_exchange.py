@@ -61,7 +61,7 @@ def test_import_of_plain_ase_labels_and_missing_energy(tmp_path, mixed_frames):
         assert {a.info["oracle"] for a in s.read()} == {"dft"}
     bare = tmp_path / "bare.xyz"
     ase.io.write(bare, [a.copy() for a in mixed_frames[:2]], format="extxyz")
-    with pytest.raises(InputError, match="frame 0 .* has no energy"):
+    with pytest.raises(InputError, match=r"frame 0 .* has no energy"):
         import_extxyz(bare, tmp_path / "t.h5")
 
 

@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 from ase import Atoms
-
 from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
 from pal_atoms.dynamics import MDGenerator, MDSettings, build_bi_clusters, rattle_sample
+from pal_atoms.oracles import XTB, label
+
 from pal_atoms.label import Label, LabelStatus
-from pal_atoms.oracles.labelling import label
-from pal_atoms.oracles.xtb import XTB
 from pal_atoms.selection import TrustWindow
 from pal_atoms.settings import WorkflowSettings
 from pal_atoms.workflow import ActiveLearning
@@ -27,14 +26,25 @@ from pal_atoms.workflow import ActiveLearning
 class FlakyLabel:
     """Real tblite labels, with every ``fail_every``-th call failing (injected faults)."""
 
-    def __init__(self, fail_every: int = 0, always_fail: bool = False):
+    def __init__(self, fail_every: int = 0, always_fail: bool = False, hang_at: int = 0):
         self.fail_every, self.always_fail, self.calls = fail_every, always_fail, 0
+        self.hang_at = hang_at
 
     def __call__(self, atoms: Atoms, oracle: object, **kwargs: object) -> Label:
         self.calls += 1
+        if self.calls == self.hang_at:  # a real child process that hangs, killed at 2 s
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "oracles"))
+            import oracle_standins as s
+
+            return label(atoms, s.oracle(s.Hang), timeout_s=2.0, isolate=True)
         if self.always_fail or (self.fail_every and self.calls % self.fail_every == 0):
-            return Label(atoms=atoms, status=LabelStatus.FAILED, error="injected failure",
-                         oracle="xtb", method="GFN2-xTB")
+            return Label(
+                atoms=atoms,
+                status=LabelStatus.FAILED,
+                error="injected failure",
+                oracle="xtb",
+                method="GFN2-xTB",
+            )
         return label(atoms, oracle, **kwargs)  # type: ignore[arg-type]
 
 
@@ -56,7 +66,10 @@ def main() -> None:
     p.add_argument("--fail-every", type=int, default=0)
     p.add_argument("--always-fail", action="store_true")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--oracles", type=int, default=1)
+    p.add_argument("--hang-at", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--bootstrap", type=int, default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     comm = None
@@ -70,22 +83,45 @@ def main() -> None:
     if args.resume and (run_dir / "committee").is_dir():
         committee = CommitteeCalculator.load(run_dir / "committee")
     else:
-        committee = CommitteeCalculator.create("mace", elements=["Bi"], n_members=3, seed=0,
-                                               hidden_irreps="8x0e", num_interactions=1)
-    trainer = CommitteeTrainer(committee, settings=TrainerSettings(max_epochs=15, seed=0))
+        committee = CommitteeCalculator.create(
+            "mace", elements=["Bi"], n_members=3, seed=0, hidden_irreps="16x0e"
+        )
+    trainer = CommitteeTrainer(
+        committee, settings=TrainerSettings(max_epochs=args.epochs, seed=0, lr=args.lr)
+    )
     # Held-out frames and a bootstrap, labelled by the real oracle (cheap: ~ms each).
     test = labelled(rattle_sample(starts, 3, rattle_std_A=0.15, seed=11), oracle)
-    if not args.resume:
-        trainer.train(labelled(rattle_sample(starts, 2, rattle_std_A=0.1, seed=5), oracle))
-    gens = [MDGenerator(a, generator_id=i, settings=MDSettings(
-        temperature_K=800, timestep_fs=2.0, patience=2, seed=i)) for i, a in enumerate(starts)]
+    if args.bootstrap and not args.resume:
+        trainer.train(
+            labelled(rattle_sample(starts, args.bootstrap, rattle_std_A=0.1, seed=5), oracle)
+        )
+    gens = [
+        MDGenerator(
+            a,
+            generator_id=i,
+            settings=MDSettings(temperature_K=800, timestep_fs=2.0, patience=2, seed=i),
+        )
+        for i, a in enumerate(starts)
+    ]
     al = ActiveLearning(
-        committee=committee, oracle=oracle, generators=gens, store=run_dir / "labels.h5",
-        trainer=trainer, selection=TrustWindow(key="energy_std", lower=0.005, upper=5.0),
-        settings=WorkflowSettings(max_labels=args.max_labels, time_limit_s=args.time_limit,
-                                  retrain_size=4, metrics_interval_s=1.0, diversity_A=0.0,
-                                  failure_window=10, failure_budget=0.6),
-        run_dir=run_dir, test_set=test, label_fn=FlakyLabel(args.fail_every, args.always_fail),
+        committee=committee,
+        oracle=oracle,
+        generators=gens,
+        store=run_dir / "labels.h5",
+        trainer=trainer,
+        selection=TrustWindow(key="energy_std", lower=0.005, upper=5.0),
+        settings=WorkflowSettings(
+            max_labels=args.max_labels,
+            time_limit_s=args.time_limit,
+            retrain_size=4,
+            metrics_interval_s=1.0,
+            diversity_A=0.0,
+            failure_window=10,
+            failure_budget=0.6,
+        ),
+        run_dir=run_dir,
+        test_set=test,
+        label_fn=FlakyLabel(args.fail_every, args.always_fail, args.hang_at),
         comm=comm,
     )
     if args.resume:
@@ -97,7 +133,6 @@ def main() -> None:
         sys.exit(3)
     if comm is None or comm.Get_rank() == 0:
         print("SUMMARY " + json.dumps(summary.as_dict(), default=float), flush=True)
-
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""``pal-atoms md``: bad input ends with one line and exit code 2; a short real run works."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+
+from pal_atoms.cli import main
+from pal_atoms.store import LabelStore
+
+
+def _bi(n: int = 4, charge: int = 0) -> Atoms:
+    pos = np.array([[0, 0, 0], [3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0], [3, 3, 0], [3, 0, 3]])[:n]
+    atoms = Atoms(f"Bi{n}", positions=pos.astype(float))
+    atoms.info["charge"] = charge
+    return atoms
+
+
+def _one_line_error(capsys, argv: list[str], match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pal-atoms: error:"), err
+    assert match in err, err
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    files = {}
+    files["empty"] = tmp_path / "empty.xyz"
+    files["empty"].touch()
+    files["garbage"] = tmp_path / "garbage.xyz"
+    files["garbage"].write_bytes(b"\x00\x01 not a structure \xff\n")
+    files["element"] = tmp_path / "element.xyz"
+    files["element"].write_text("1\n\nQq 0 0 0\n")
+    files["uncovered"] = tmp_path / "uncovered.xyz"
+    ase.io.write(files["uncovered"], Atoms("Og2", positions=[[0, 0, 0], [3, 0, 0]]))
+    files["overlap"] = tmp_path / "overlap.xyz"
+    ase.io.write(files["overlap"], Atoms("Bi2", positions=[[0, 0, 0], [0.1, 0, 0]]))
+    files["nan"] = tmp_path / "nan.xyz"
+    files["nan"].write_text("2\n\nBi 0 0 0\nBi nan 0 0\n")
+    files["good"] = tmp_path / "good.xyz"
+    ase.io.write(files["good"], [_bi(4)], format="extxyz")
+    files["config"] = tmp_path / "bad.toml"
+    files["config"].write_text("temperature_K = 300\nwarp_speed = 9\n")
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "match"),
+    [
+        ("missing", [], "no such file"),
+        ("empty", [], "is empty"),
+        ("garbage", [], "cannot read structures"),
+        ("element", [], "unknown element symbol"),
+        ("uncovered", [], "Og"),
+        ("overlap", [], "apart"),
+        ("nan", [], "non-finite"),
+        ("good", ["--temperature-K", "-5"], "temperature_K must be positive"),
+        ("good", ["--timestep-fs", "0"], "timestep_fs must be positive"),
+        ("good", ["--config", "CONFIG"], "unknown config keys: warp_speed"),
+        ("good", ["--np", "0"], "np must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, case, extra, match):
+    system = bad_inputs.get(case, tmp_path / "missing.xyz")
+    extra = [str(bad_inputs["config"]) if x == "CONFIG" else x for x in extra]
+    argv = ["md", "--system", str(system), "--out", str(tmp_path / "run"), *extra]
+    _one_line_error(capsys, argv, match)
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys, bad_inputs):
+    (tmp_path / "notarun").mkdir()
+    argv = [
+        "md",
+        "--system",
+        str(bad_inputs["good"]),
+        "--out",
+        str(tmp_path / "notarun"),
+        "--resume",
+    ]
+    _one_line_error(capsys, argv, "is not a pal-atoms run")
+
+
+@pytest.mark.slow
+def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
+    system = tmp_path / "two.xyz"
+    ase.io.write(system, [_bi(4), _bi(5, charge=-1)], format="extxyz")
+    out = tmp_path / "run"
+    argv = [
+        "md",
+        "--system",
+        str(system),
+        "--out",
+        str(out),
+        "--max-labels",
+        "6",
+        "--time-limit",
+        "120",
+        "--train-epochs",
+        "3",
+        "--committee",
+        "2",
+        "--bootstrap-per-frame",
+        "2",
+        "--test-per-frame",
+        "1",
+        "--retrain-size",
+        "3",
+        "--steps",
+        "200",
+        "--lower",
+        "0.0",
+        "--upper",
+        "100",
+        "--patience",
+        "50",
+    ]
+    assert main(argv) == 0
+    assert "held-out force MAE" in capsys.readouterr().out
+    with LabelStore(out / "labels.h5", mode="r") as store:
+        ids = {a.info["generator_id"] for a in store.read()}
+        assert {0, 1} <= ids  # labels from every starting frame
+        first_ok = store.counts()["ok"]
+        assert first_ok >= 4 + 6  # bootstrap + this run
+    from pal_atoms.calculators import CommitteeCalculator
+
+    committee = CommitteeCalculator.load(out / "committee", device="cpu")
+    assert committee.n_members == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.isfinite(summary["final_test_force_mae"])
+    assert (out / "metrics.jsonl").read_text().strip()
+    assert json.loads((out / "config.json").read_text())["committee"] == 2
+    # A second run into the same directory needs --resume.
+    assert main(argv) == 2
+    # --resume continues the stopped run.
+    assert main([*argv, "--resume"]) == 0
+    with LabelStore(out / "labels.h5", mode="r") as store:
+        assert store.counts()["ok"] >= first_ok + 6

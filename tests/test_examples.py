@@ -1,0 +1,103 @@
+"""The examples: scripts parse, sbatch files are valid bash, and each example runs (--quick).
+
+The fastest example runs in the default suite; the others, and ``run_all.sh``, are
+marked ``slow`` (CI runs ``examples/run_all.sh`` itself).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SCRIPTS = sorted(EXAMPLES.glob("*.py"))
+SBATCH = sorted((EXAMPLES / "slurm").glob("*.sbatch"))
+
+
+def run_example(args: list[str], tmp_path: Path, timeout: float = 240) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_every_example_is_documented_and_has_quick_mode():
+    assert {p.name for p in SCRIPTS} >= {
+        "drop_in_md.py", "python_loop.py", "on_the_fly_md.py", "dft_pyscf_bi.py",
+    }  # fmt: skip
+    for path in SCRIPTS:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        doc = ast.get_docstring(tree)
+        assert doc, f"{path.name} has no module docstring"
+        assert "Run::" in doc, f"{path.name}: the docstring should say how to run it"
+        assert '"--quick"' in path.read_text(), f"{path.name} has no --quick option"
+
+
+@pytest.mark.parametrize("path", SBATCH, ids=lambda p: p.name)
+def test_sbatch_scripts_parse(path):
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash not found")
+    proc = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = path.read_text()
+    assert text.startswith("#!/bin/bash")
+    assert "#SBATCH --nodes=" in text
+    assert "srun" in text
+    assert "-m mpi4py" in text
+    # The script it launches exists and takes the flags given.
+    assert "examples/python_loop.py --mpi" in text
+    loop = (EXAMPLES / "python_loop.py").read_text()
+    for flag in ("--prediction-ranks", "--oracle-ranks", "--training-ranks", "--max-labels"):
+        assert flag in text
+        assert f'"{flag}"' in loop
+
+
+def test_run_all_parses():
+    proc = subprocess.run(
+        ["bash", "-n", str(EXAMPLES / "run_all.sh")], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_dft_pyscf_bi_quick(tmp_path):
+    """The fastest example (~10 s): PySCF LDA labels of Bi2, one deliberately unconverged."""
+    pytest.importorskip("pyscf", reason="PySCF is the optional 'dft' extra")
+    out = run_example([str(EXAMPLES / "dft_pyscf_bi.py"), "--quick", "--store", "s.h5"], tmp_path)
+    assert "Bi2: ok" in out
+    assert "unconverged (kept without numbers)" in out
+    assert "'ok': 2" in out
+    assert "'unconverged': 1" in out
+
+
+@pytest.mark.slow
+def test_on_the_fly_md_quick(tmp_path):
+    out = run_example([str(EXAMPLES / "on_the_fly_md.py"), "--quick", "--store", "l.h5"], tmp_path)
+    assert "labels stored" in out
+    assert (tmp_path / "l.h5").is_file()
+
+
+@pytest.mark.slow
+def test_drop_in_md_quick(tmp_path):
+    out = run_example([str(EXAMPLES / "drop_in_md.py"), "--quick", "--save", "cm"], tmp_path)
+    assert "no --committee given" in out
+    assert "max_force_std" in out
+    out = run_example([str(EXAMPLES / "drop_in_md.py"), "--quick", "--committee", "cm"], tmp_path)
+    assert "loaded a 3-member committee" in out
+
+
+@pytest.mark.slow
+def test_python_loop_quick(tmp_path):
+    out = run_example([str(EXAMPLES / "python_loop.py"), "--quick", "--out", "run"], tmp_path)
+    assert "stopped: reached max_labels=8" in out
+    assert (tmp_path / "run" / "labels.h5").is_file()
