@@ -59,8 +59,10 @@ class Backend(abc.ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: Context manager factory under which ``torch.func.vmap`` over stacked member weights
     #: works for this backend's modules, or ``None`` if the backend cannot be vmapped
-    #: (members are then evaluated one after another).
-    vmap_context: ClassVar[Callable[[], AbstractContextManager[None]] | None] = None
+    #: (members are then evaluated one after another). Subclasses set it to
+    #: ``staticmethod(factory)``. (Not declared ``ClassVar``: type checkers would bind a
+    #: callable class variable as a method and reject ``backend.vmap_context()``.)
+    vmap_context: Callable[[], AbstractContextManager[None]] | None = None
 
     def hyperparameters(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults updated with ``overrides``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -88,14 +88,19 @@ def _build_mace(n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
 class _MaceBackbone(torch.nn.Module):
     """MACE embedding, interactions and products; returns each layer's node features."""
 
+    # Registered in ``__init__``; declared so type checkers see a tensor, not
+    # ``nn.Module.__getattr__``'s ``Tensor | Module``.
+    type_ids: torch.Tensor
+
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.node_embedding = model.node_embedding
-        self.spherical_harmonics = model.spherical_harmonics
-        self.radial_embedding = model.radial_embedding
-        self.interactions = model.interactions
-        self.products = model.products
-        self.register_buffer("type_ids", model.atomic_numbers.clone())
+        # Submodules of ``mace.modules.MACE`` (untyped): name what they are.
+        self.node_embedding = cast(torch.nn.Module, model.node_embedding)
+        self.spherical_harmonics = cast(torch.nn.Module, model.spherical_harmonics)
+        self.radial_embedding = cast(torch.nn.Module, model.radial_embedding)
+        self.interactions = cast(torch.nn.ModuleList, model.interactions)
+        self.products = cast(torch.nn.ModuleList, model.products)
+        self.register_buffer("type_ids", cast(torch.Tensor, model.atomic_numbers).clone())
 
     def forward(self, inp: BackboneInput) -> list[torch.Tensor]:
         lengths = torch.linalg.vector_norm(inp.vectors, dim=-1, keepdim=True)
@@ -127,7 +132,7 @@ class _MaceHead(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.readouts = model.readouts
+        self.readouts = cast(torch.nn.ModuleList, model.readouts)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         out = torch.zeros_like(features[0][:, 0])
@@ -158,9 +163,7 @@ class MaceBackend(Backend):
         "avg_num_neighbors": 8.0,
         "radial_mlp": [32, 32, 32],
     }
-    vmap_context: ClassVar[Callable[[], AbstractContextManager[None]] | None] = staticmethod(
-        _vmappable_mace
-    )
+    vmap_context: Callable[[], AbstractContextManager[None]] | None = staticmethod(_vmappable_mace)
 
     def build_backbone(self, n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
         """Build the MACE backbone (see :class:`Backend`)."""

@@ -47,6 +47,12 @@ class CommitteeModel(torch.nn.Module):
         seed: Seed of the initial weights; member ``m`` is built under ``seed + m``.
     """
 
+    # Buffers registered in ``__init__`` (declared here so type checkers see tensors, not
+    # ``nn.Module.__getattr__``'s ``Tensor | Module``).
+    e0: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(
         self,
         backend: Backend,
@@ -244,8 +250,8 @@ class CommitteeModel(torch.nn.Module):
 
         dtype = self.scale.dtype
         one_hot = torch.nn.functional.one_hot(graph.species, self.n_species).to(dtype)
-        bb_p, bb_b = stack_module_state([self.backbones[m] for m in sel])  # type: ignore[arg-type]
-        hd_p, hd_b = stack_module_state([self.heads[m] for m in sel])  # type: ignore[arg-type]
+        bb_p, bb_b = stack_module_state([self.backbones[m] for m in sel])
+        hd_p, hd_b = stack_module_state([self.heads[m] for m in sel])
         bb0, hd0 = self.backbones[sel[0]], self.heads[sel[0]]
 
         def member_energy(  # noqa: PLR0917  (vmap passes arguments positionally)

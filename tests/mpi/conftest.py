@@ -39,6 +39,26 @@ def job_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
+def kill_job(run_dir: Path) -> None:
+    """SIGKILL every process of a job (mpiexec and the ranks, which hydra starts in their own
+    process groups), found by the run directory on their command line, as ``scancel`` would."""
+    import signal
+
+    needle = str(run_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def run_job(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     """Run with a hard timeout: a hanging rank fails the test instead of the suite."""
     try:

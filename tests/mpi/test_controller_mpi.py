@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import JOB, job_command, job_env, run_job
+from conftest import JOB, job_command, job_env, kill_job, run_job
 from pal_atoms.metrics import read_metrics
 from pal_atoms.store import LabelStore
 
@@ -119,8 +119,15 @@ def test_sigkill_then_resume_keeps_every_label_and_continues(tmp_path):
     run = tmp_path / "run"
     proc = _start(run, "--max-labels", "1000", "--time-limit", "500", "--epochs", "5")
     _wait_for_labels(run, 8, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_job(run)  # the whole job, every rank, at once
     proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the kernel releases the file lock with the process
+        try:
+            LabelStore(run / "labels.h5", mode="r").close()
+            break
+        except Exception:
+            time.sleep(0.2)
     with LabelStore(run / "labels.h5", mode="r") as store:
         before = store.ids()
         ok_before = store.counts()["ok"]
