@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -53,10 +54,8 @@ def kill_job(run_dir: Path) -> None:
         except OSError:
             continue
         if needle in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def run_job(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
