@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pal_atoms.errors import InputError
+from pal_atoms.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from pal_atoms.md_run import MDRunConfig
 
 __all__ = ["add_subcommands"]
 
@@ -60,12 +68,20 @@ _MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
         "kill a label after this many s (labels then run in a child process)",
     ),
     ("--device", {}, "torch device: cpu, cuda, cuda:N (default: CUDA when available)"),
-    ("--np", {"type": int}, "processes (MPI ranks); 1 runs all kernels in one process"),
+    (
+        "--np",
+        {"type": int},
+        "processes (MPI ranks); 1 runs all kernels in one process, more "
+        "start mpiexec (>= 5); ignored under mpiexec/srun",
+    ),
+    ("--prediction-ranks", {"type": int}, "prediction ranks under MPI"),
+    ("--oracle-ranks", {"type": int}, "oracle ranks under MPI"),
+    ("--training-ranks", {"type": int}, "training ranks under MPI"),
     ("--seed", {"type": int}, "seed of everything random"),
 ]
 
 
-def _md_config(args: argparse.Namespace) -> object:
+def _md_config(args: argparse.Namespace) -> MDRunConfig:
     from dataclasses import fields
 
     from pal_atoms.md_run import MDRunConfig
@@ -105,11 +121,71 @@ def _read_toml(path: Path) -> dict[str, object]:
     return {str(k).replace("-", "_"): v for k, v in section.items()}
 
 
+#: Environment variables that MPI launchers set on every rank (MPICH/hydra, Open MPI, Slurm).
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+def _launched_by_mpi() -> bool:
+    for var in _LAUNCHER_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return True
+    return False
+
+
+def _mpiexec() -> str:
+    here = Path(sys.executable).parent
+    exe = shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")
+    if exe is None:
+        raise ConfigError(
+            "--np > 1 needs mpiexec: pip install 'pal-atoms[mpi]' (or run under "
+            "your cluster's mpiexec/srun)"
+        )
+    return exe
+
+
 def _cmd_md(args: argparse.Namespace) -> int:
     from pal_atoms.md_run import run_md
 
     config = _md_config(args)
-    summary = run_md(config)  # type: ignore[arg-type]
+    if _launched_by_mpi():
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if comm.Get_rank() != 0:
+            logging.getLogger().setLevel(logging.WARNING)  # one rank tells the story
+        try:
+            summary = run_md(config, comm=comm)
+        except InputError:
+            if comm.Get_rank() == 0:
+                raise
+            return 2  # every rank stops with the same error; rank 0 prints it once
+    elif config.np > 1:
+        from pal_atoms.mpi.layout import Layout
+
+        Layout(
+            prediction=config.prediction_ranks,
+            oracle=config.oracle_ranks,
+            training=config.training_ranks,
+        ).check(config.np)
+        # Start our own ranks: the same command under mpiexec; ``-m mpi4py`` aborts the
+        # whole job on an uncaught exception instead of leaving ranks hanging.
+        cmd = [
+            _mpiexec(),
+            "-n",
+            str(config.np),
+            sys.executable,
+            "-m",
+            "mpi4py",
+            "-m",
+            "pal_atoms.cli",
+            *sys.argv[1:],
+        ]
+        return subprocess.call(cmd)
+    else:
+        summary = run_md(config)
+    if summary is None:
+        return 0
     mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
     print(
         f"run finished ({summary.stop_reason}): {summary.labels_ok} labels, "

@@ -62,7 +62,11 @@ class MDRunConfig:
         train_epochs: Epochs per training round.
         oracle_timeout_s: Kill a label after this many s (runs labels in a child process).
         device: Torch device for the committee (default: CUDA when available).
-        np: Processes (MPI ranks); 1 runs every kernel in this process.
+        np: Processes (MPI ranks); 1 runs every kernel in this process; more starts
+            ``mpiexec`` (at least 5: controller, prediction, training, oracle, generator).
+        prediction_ranks: Prediction ranks under MPI.
+        oracle_ranks: Oracle ranks under MPI.
+        training_ranks: Training ranks under MPI (members are shared out among them).
         resume: Continue the run in ``out``.
         seed: Seed of everything random.
     """
@@ -90,6 +94,9 @@ class MDRunConfig:
     oracle_timeout_s: float | None = None
     device: str | None = None
     np: int = 1
+    prediction_ranks: int = 1
+    oracle_ranks: int = 1
+    training_ranks: int = 1
     resume: bool = False
     seed: int = 0
 
@@ -104,7 +111,17 @@ class MDRunConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be positive, got {value}")
-        for name in ("committee", "steps", "max_labels", "retrain_size", "train_epochs", "np"):
+        for name in (
+            "committee",
+            "steps",
+            "max_labels",
+            "retrain_size",
+            "train_epochs",
+            "np",
+            "prediction_ranks",
+            "oracle_ranks",
+            "training_ranks",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.committee < 2:
@@ -173,7 +190,9 @@ def _oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> 
     for atoms in frames:
         work = atoms.copy()
         work.calc = oracle
-        MaxwellBoltzmannDistribution(work, temperature_K=config.temperature_K, rng=rng)
+        MaxwellBoltzmannDistribution(
+            work, temperature_K=config.temperature_K, rng=rng, comm=local_comm()
+        )
         dyn = Langevin(
             work,
             timestep=config.timestep_fs * units.fs,
@@ -204,103 +223,176 @@ def _prepare_run_dir(config: MDRunConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_md(config: MDRunConfig) -> Summary:
-    """Run the whole job; return the active-learning summary (also in ``summary.json``)."""
-    if config.np > 1:
-        raise ConfigError("--np > 1 (MPI ranks) is not available yet in this version; use --np 1")
+def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
+    from pal_atoms.calculators import CommitteeCalculator
+
+    if (config.out / "committee").is_dir():
+        return CommitteeCalculator.load(config.out / "committee", device=config.device)
+    return CommitteeCalculator.create(
+        config.model,
+        elements=sorted({s for a in frames for s in a.get_chemical_symbols()}),
+        charges=sorted({int(a.info["charge"]) for a in frames}),
+        n_members=config.committee,
+        seed=config.seed,
+        device=config.device,
+    )
+
+
+def _prepare(config: MDRunConfig) -> None:
+    """Run folder, resolved config, held-out test set, bootstrap labels and first committee.
+
+    Runs once (on rank 0 under MPI); everything it makes is in the run folder afterwards.
+    """
+    from pal_atoms.calculators import CommitteeTrainer
+    from pal_atoms.dynamics import rattle_sample
+    from pal_atoms.oracles import label
+
     _prepare_run_dir(config)
     oracle = _oracle(config)
     frames = load_frames(config, oracle)
     out = config.out
     (out / "config.json").write_text(config.to_json() + "\n")
-    from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
-    from pal_atoms.dynamics import MDGenerator, MDSettings, rattle_sample
-    from pal_atoms.oracles import label
-
     test_path = out / "test_set.extxyz"
-    if test_path.exists():
-        test_set = list(ase.io.read(test_path, ":"))
-    else:
-        logger.info(
-            "making %d held-out test frames by MD on the oracle",
-            config.test_per_frame * len(frames),
-        )
+    if not test_path.exists():
+        n_test = config.test_per_frame * len(frames)
+        logger.info("making %d held-out test frames by MD on the oracle", n_test)
         test_set = _oracle_md_frames(oracle, frames, config)
         ase.io.write(test_path, test_set, format="extxyz", parallel=False)
-
-    elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
-    charges = sorted({int(a.info["charge"]) for a in frames})
-    trainer_settings = TrainerSettings(max_epochs=config.train_epochs, seed=config.seed)
     with LabelStore(out / "labels.h5") as store:
-        if config.resume and (out / "committee").is_dir():
-            committee = CommitteeCalculator.load(out / "committee", device=config.device)
-        else:
-            committee = CommitteeCalculator.create(
-                config.model,
-                elements=elements,
-                charges=charges,
-                n_members=config.committee,
-                seed=config.seed,
-                device=config.device,
-            )
-        trainer = CommitteeTrainer(committee, settings=trainer_settings)
-        if len(store.read()) == 0:
-            samples = rattle_sample(
-                frames,
-                config.bootstrap_per_frame,
-                rattle_std_A=0.1,
-                strain_range=(0.92, 1.08),
-                seed=config.seed,
-            )
-            logger.info("bootstrap: labelling %d rattled structures", len(samples))
-            for atoms in samples:
-                store.append_label(label(atoms, oracle), generator_id=-1)
-            if store.counts()["ok"] == 0:
-                raise InputError("bootstrap: the oracle failed on every rattled structure")
-            trainer.train(store.read())
-            logger.info(
-                "bootstrap committee: held-out force MAE %.4f eV/Å", force_mae(committee, test_set)
-            )
-        generators = [
-            MDGenerator(
-                atoms,
-                generator_id=i,
-                settings=MDSettings(
-                    integrator="langevin",
-                    temperature_K=config.temperature_K,
-                    timestep_fs=config.timestep_fs,
-                    patience=config.patience,
-                    n_steps=config.steps,
-                    seed=config.seed + i,
-                ),
-            )
-            for i, atoms in enumerate(frames)
-        ]
-        settings = WorkflowSettings(
-            max_labels=config.max_labels,
-            time_limit_s=config.time_limit_s,
-            retrain_size=config.retrain_size,
-            oracle_timeout_s=config.oracle_timeout_s,
-            isolate_oracle=config.oracle_timeout_s is not None,
+        if len(store.read()) or (out / "committee").is_dir():
+            return
+        samples = rattle_sample(
+            frames,
+            config.bootstrap_per_frame,
+            rattle_std_A=0.1,
+            strain_range=(0.92, 1.08),
             seed=config.seed,
         )
-        loop = ActiveLearning(
-            committee=committee,
-            oracle=oracle,
-            generators=generators,
-            store=store,
-            trainer=trainer,
-            selection=TrustWindow(lower=config.lower, upper=config.upper),
-            settings=settings,
-            run_dir=out,
-            test_set=test_set,
+        logger.info("bootstrap: labelling %d rattled structures", len(samples))
+        for atoms in samples:
+            store.append_label(label(atoms, oracle), generator_id=-1)
+        if store.counts()["ok"] == 0:
+            raise InputError("bootstrap: the oracle failed on every rattled structure")
+        labels = store.read()
+    committee = _committee(config, frames)
+    CommitteeTrainer(committee, settings=_trainer_settings(config)).train(labels)
+    logger.info(
+        "bootstrap committee: held-out force MAE %.4f eV/Å",
+        force_mae(committee, list(ase.io.read(test_path, ":"))),
+    )
+    committee.save(out / "committee")
+
+
+def _trainer_settings(config: MDRunConfig) -> Any:
+    from pal_atoms.calculators import TrainerSettings
+
+    return TrainerSettings(max_epochs=config.train_epochs, seed=config.seed)
+
+
+def _loop(config: MDRunConfig, comm: Any | None) -> tuple[ActiveLearning, list[Atoms]]:
+    """The active-learning loop over the prepared run folder (same on every rank)."""
+    from pal_atoms.calculators import CommitteeTrainer
+    from pal_atoms.dynamics import MDGenerator, MDSettings
+    from pal_atoms.mpi.layout import Layout
+
+    oracle = _oracle(config)
+    frames = load_frames(config, oracle)
+    test_set = list(ase.io.read(config.out / "test_set.extxyz", ":"))
+    committee = _committee(config, frames)
+    trainer = CommitteeTrainer(committee, settings=_trainer_settings(config))
+    generators = [
+        MDGenerator(
+            atoms,
+            generator_id=i,
+            settings=MDSettings(
+                integrator="langevin",
+                temperature_K=config.temperature_K,
+                timestep_fs=config.timestep_fs,
+                patience=config.patience,
+                n_steps=config.steps,
+                # Fresh velocities on restart: kept ones replay the same path (duplicates).
+                restart_velocities="fresh",
+                seed=config.seed + i,
+            ),
         )
-        if config.resume:
-            logger.info("resumed %d generator states", loop.restore_generators())
-        summary = loop.run()
-        final = force_mae(committee, test_set)
-        summary.test_force_mae.append((len(store.read()), final))
+        for i, atoms in enumerate(frames)
+    ]
+    settings = WorkflowSettings(
+        max_labels=config.max_labels,
+        time_limit_s=config.time_limit_s,
+        retrain_size=config.retrain_size,
+        oracle_timeout_s=config.oracle_timeout_s,
+        isolate_oracle=config.oracle_timeout_s is not None,
+        seed=config.seed,
+    )
+    layout = Layout(
+        prediction=config.prediction_ranks,
+        oracle=config.oracle_ranks,
+        training=config.training_ranks,
+    )
+    loop = ActiveLearning(
+        committee=committee,
+        oracle=oracle,
+        generators=generators,
+        store=config.out / "labels.h5",
+        trainer=trainer,
+        selection=TrustWindow(lower=config.lower, upper=config.upper),
+        settings=settings,
+        run_dir=config.out,
+        test_set=test_set,
+        comm=comm,
+        layout=layout,
+    )
+    if config.resume:
+        logger.info("resumed %d generator states", loop.restore_generators())
+    return loop, test_set
+
+
+def run_md(config: MDRunConfig, comm: Any | None = None) -> Summary | None:
+    """Run the whole job; return the summary (also in ``summary.json``).
+
+    Args:
+        config: The job.
+        comm: MPI communicator when started under ``mpiexec``/``srun`` (every rank calls
+            this); ``None`` runs every kernel in this process.
+
+    Returns:
+        The run's summary; ``None`` on MPI ranks other than 0.
+    """
+    size = comm.Get_size() if comm is not None else 1
+    rank = comm.Get_rank() if comm is not None else 0
+    if size > 1:
+        from pal_atoms.mpi.layout import Layout, make_ase_rank_local
+
+        make_ase_rank_local()  # before any ASE call: rank 0 prepares alone
+        Layout(
+            prediction=config.prediction_ranks,
+            oracle=config.oracle_ranks,
+            training=config.training_ranks,
+        ).check(size)
+    error: str | None = None
+    if rank == 0:
+        try:
+            _prepare(config)
+        except InputError as exc:
+            if comm is None:
+                raise
+            error = str(exc)
+    if comm is not None and size > 1:
+        error = comm.bcast(error, root=0)  # every rank stops with the same message
+        if error is not None:
+            raise InputError(error)
+    loop, test_set = _loop(config, comm)
+    summary = loop.run()
+    if rank != 0:
+        return None
+    from pal_atoms.calculators import CommitteeCalculator
+
+    committee = CommitteeCalculator.load(config.out / "committee", device=config.device)
+    final = force_mae(committee, test_set)
+    with LabelStore(config.out / "labels.h5", mode="r") as store:
         counts = store.counts()
+        summary.test_force_mae.append((counts["ok"], final))
     report = {**summary.as_dict(), "final_test_force_mae": final, "store_counts": counts}
-    (out / "summary.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (config.out / "summary.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     return summary

@@ -8,7 +8,7 @@ from typing import Any
 
 from pal_atoms.errors import LayoutError
 
-__all__ = ["Layout", "Role", "device_for", "node_local_rank"]
+__all__ = ["Layout", "Role", "device_for", "make_ase_rank_local", "node_local_rank"]
 
 
 class Role(str, enum.Enum):
@@ -87,6 +87,21 @@ class Layout:
     def role(self, size: int, rank: int) -> Role:
         """Role of ``rank``."""
         return self.roles(size)[rank]
+
+
+def make_ase_rank_local() -> None:
+    """Make ASE behave as in a serial run in this process.
+
+    Once mpi4py is imported, ``ase.parallel.world`` is ``COMM_WORLD``: ``ase.io.read``
+    reads on rank 0 and broadcasts, velocity distributions and Langevin broadcast random
+    numbers, ``ase.io.write`` writes on rank 0 only. In pal-atoms every rank runs its own
+    kernel, so any of these on one rank alone deadlocks or corrupts the others' messages.
+    ``world`` is a lazy wrapper (also bound as the default ``comm`` argument of many ASE
+    functions), so giving it a serial communicator fixes every such call at once.
+    """
+    import ase.parallel
+
+    ase.parallel.world.comm = ase.parallel.DummyMPI()
 
 
 def node_local_rank(comm: Any) -> int:

@@ -13,7 +13,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from pal_atoms.metrics import MetricsLog
-from pal_atoms.mpi.layout import Layout, Role, device_for, node_local_rank
+from pal_atoms.mpi.layout import Layout, Role, device_for, make_ase_rank_local, node_local_rank
 from pal_atoms.progress import Progress
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def run_mpi(al: ActiveLearning) -> Summary:
     size, rank = comm.Get_size(), comm.Get_rank()
     layout: Layout = al.layout or Layout(training=1 if al.trainer is not None else 0)
     layout.check(size)  # every rank raises the same LayoutError: a clean exit everywhere
+    make_ase_rank_local()
     if al.trainer is None and layout.training:
         layout = Layout(prediction=layout.prediction, oracle=layout.oracle, training=0)
     role = layout.role(size, rank)

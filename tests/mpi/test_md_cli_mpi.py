@@ -1,0 +1,78 @@
+"""``pal-atoms md --np N`` starts its own MPI ranks and runs the whole job on them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+
+from conftest import job_env, mpiexec
+from pal_atoms.store import LabelStore
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(600)]
+
+CLI = [sys.executable, "-m", "pal_atoms.cli"]
+
+
+def _system(tmp_path: Path) -> Path:
+    pos = np.array([[0, 0, 0], [3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0], [3, 3, 0]])
+    frames = [Atoms("Bi4", positions=pos[:4]), Atoms("Bi5", positions=pos)]
+    frames[1].info["charge"] = -1
+    path = tmp_path / "two.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_md_with_np_runs_on_mpi_ranks(tmp_path):
+    mpiexec()  # skips with a reason when there is no MPI runtime
+    out = tmp_path / "run"
+    argv = [
+        "md",
+        "--system",
+        str(_system(tmp_path)),
+        "--out",
+        str(out),
+        "--np",
+        "6",
+        "--max-labels",
+        "6",
+        "--time-limit",
+        "200",
+        "--train-epochs",
+        "3",
+        "--committee",
+        "2",
+        "--bootstrap-per-frame",
+        "2",
+        "--test-per-frame",
+        "1",
+        "--retrain-size",
+        "3",
+        "--steps",
+        "300",
+    ]
+    proc = subprocess.run(
+        [*CLI, *argv], capture_output=True, text=True, timeout=500, env=job_env(), check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "run finished (reached max_labels=6)" in proc.stdout
+    assert proc.stdout.count("run finished") == 1  # one rank reports
+    with LabelStore(out / "labels.h5", mode="r") as store:
+        assert store.counts()["ok"] >= 4 + 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["training_rounds"] >= 1 and np.isfinite(summary["final_test_force_mae"])
+
+
+def test_md_with_a_layout_that_does_not_fit(tmp_path):
+    argv = ["md", "--system", str(_system(tmp_path)), "--out", str(tmp_path / "r"), "--np", "4"]
+    proc = subprocess.run(
+        [*CLI, *argv], capture_output=True, text=True, timeout=120, env=job_env(), check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "4 MPI ranks cannot hold" in proc.stderr
