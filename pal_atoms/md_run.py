@@ -83,14 +83,14 @@ class MDRunConfig:
     timestep_fs: float = 2.0
     steps: int = 1000
     max_labels: int = 48
-    time_limit_s: float | None = 480.0
+    time_limit_s: float | None = 300.0
     lower: float = 0.04
     upper: float = 0.4
     patience: int = 10
     retrain_size: int = 8
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
-    train_epochs: int = 60
+    train_epochs: int = 30
     oracle_timeout_s: float | None = None
     device: str | None = None
     np: int = 1

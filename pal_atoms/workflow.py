@@ -408,7 +408,17 @@ class ActiveLearning:
 
     def _finish(self, store: LabelStore, metrics: MetricsLog, t_start: float) -> None:
         self.cancel_queue(store)
-        if self._labels_since_training and self.trainer is not None and self.labelling:
+        # A last round on the newest labels, unless the user asked to stop now (time limit,
+        # signal, stop file): then the latest checkpoint stands.
+        urgent = self.summary.stop_reason.startswith(
+            ("reached time_limit", "received", "stop file")
+        )
+        if (
+            self._labels_since_training
+            and self.trainer is not None
+            and self.labelling
+            and (not urgent)
+        ):
             self._train(store)
         elif self.summary.committee_path is None:
             self._checkpoint_committee()
