@@ -1,4 +1,4 @@
-"""Loops of the worker ranks: prediction, oracle, training and generator.
+"""Loops of the worker ranks: prediction, oracle and generator (training: ``training.py``).
 
 Each loop waits on the controller without spinning (:func:`~pal_atoms.mpi.comm.recv`),
 does its kernel's work, and leaves on ``STOP`` after a ``DONE`` message. User code (oracle,
@@ -21,7 +21,6 @@ from ase import Atoms
 from pal_atoms.errors import PalAtomsError
 from pal_atoms.label import Label, LabelStatus
 from pal_atoms.mpi.codec import (
-    decode_labels,
     decode_predictions,
     decode_structures,
     encode_predictions,
@@ -30,7 +29,13 @@ from pal_atoms.mpi.codec import (
 from pal_atoms.mpi.comm import Backoff, Tag, recv, send_array
 from pal_atoms.protocols import Verdict
 
-__all__ = ["generator_rank", "oracle_rank", "prediction_rank", "training_rank"]
+__all__ = [
+    "deserialize_weights",
+    "generator_rank",
+    "oracle_rank",
+    "prediction_rank",
+    "serialize_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -159,49 +164,6 @@ def oracle_rank(
         if label.ok:
             data = np.concatenate([[label.energy], np.asarray(label.forces).ravel()])
             send_array(comm, data, ctrl, Tag.LABEL_DATA)
-
-
-def training_rank(
-    comm: Any, ctrl: int, committee: Any, trainer: Any, *, members: Sequence[int], retrain_size: int
-) -> None:
-    """Collect labels; train ``members`` once ``retrain_size`` new ones arrived; send weights."""
-    labels: list[Atoms] = []
-    new = 0
-    backoff = Backoff(max_sleep_s=0.05)
-    rounds = 0
-    while True:
-        msg = recv(comm, source=ctrl, backoff=backoff)
-        assert msg is not None
-        if msg.tag is Tag.TRAIN_DATA:
-            arrived = decode_labels(msg.payload)
-            labels += arrived
-            new += len(arrived)
-        elif msg.tag is Tag.STOP:
-            comm.send({"role": "training", "rounds": rounds}, dest=ctrl, tag=Tag.DONE)
-            return
-        if new >= retrain_size:
-            # Pick up whatever else arrived meanwhile before starting the round.
-            while (more := recv(comm, source=ctrl, tag=Tag.TRAIN_DATA, timeout_s=0)) is not None:
-                labels += decode_labels(more.payload)
-            t0 = time.perf_counter()
-            trainer.train(labels, members=list(members))
-            rounds += 1
-            new = 0
-            weights = committee.get_weights()
-            send_array(
-                comm, serialize_weights([weights[m] for m in members], members), ctrl, Tag.WEIGHTS
-            )
-            comm.send(
-                {
-                    "event": "trained",
-                    "round": rounds,
-                    "labels": len(labels),
-                    "members": list(members),
-                    "time_s": time.perf_counter() - t0,
-                },
-                dest=ctrl,
-                tag=Tag.LOG,
-            )
 
 
 class _StopRequested(Exception):
