@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -154,7 +154,11 @@ class CommitteeTrainer:
         self._calls = 0
 
     def train(  # noqa: PLR0912, PLR0915  (one readable loop: split, fit, epochs, stop)
-        self, labels: Sequence[Atoms], *, members: Sequence[int] | None = None
+        self,
+        labels: Sequence[Atoms],
+        *,
+        members: Sequence[int] | None = None,
+        more_labels: Callable[[], Sequence[Atoms]] | None = None,
     ) -> list[dict[str, Any]]:
         """Train ``members`` (default all) on ``labels``.
 
@@ -162,6 +166,11 @@ class CommitteeTrainer:
             labels: Structures with a calculator holding the label (energy in eV, forces in
                 eV/Å), total charge in ``info["charge"]``, as ``LabelStore.read`` returns.
             members: Member indices to train; in shared mode only all members together.
+            more_labels: Called before every epoch; labels it returns join the training
+                set at once (PAL's training kernel picks up new data while it trains).
+                They get their own bootstrap weights (Poisson(1) counts, the large-sample
+                bootstrap); the validation set stays fixed for the call so that early
+                stopping compares like with like.
 
         Returns:
             This call's history: one dict per epoch with ``epoch``, ``step``, ``lr``,
@@ -184,6 +193,7 @@ class CommitteeTrainer:
             raise ValueError("no labels to train on")
         if s.dtype is not None:
             cm.to(dtype=s.dtype)
+        labels = list(labels)
         energies, forces = _labels(labels)
         species = [cm.species.indices(a, what=f"label {k}") for k, a in enumerate(labels)]
         n = len(labels)
@@ -226,6 +236,21 @@ class CommitteeTrainer:
         step = 0
         model.train()
         for epoch in range(s.max_epochs):
+            extra = list(more_labels()) if more_labels is not None else []
+            if extra:
+                new_e, new_f = _labels(extra)
+                for k, a in enumerate(extra):
+                    cm.species.indices(a, what=f"new label {k}")
+                new_idx = np.arange(len(labels), len(labels) + len(extra))
+                labels += extra
+                energies = np.concatenate([energies, new_e])
+                forces += new_f
+                train_idx = np.concatenate([train_idx, new_idx])
+                counts = np.ones((len(sel), len(extra)))
+                if s.bootstrap:
+                    counts = rng.poisson(1.0, counts.shape).astype(float)
+                boot = np.concatenate([boot, counts], axis=1)
+                logger.info("training picked up %d new labels (%d now)", len(extra), len(labels))
             perm = rng.permutation(train_idx)
             losses = []
             for start in range(0, len(perm), s.batch_size):
@@ -243,7 +268,7 @@ class CommitteeTrainer:
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
-                "n_labels": n,
+                "n_labels": len(labels),
                 "lr": opt.param_groups[0]["lr"],
                 "train_loss": np.mean(losses, axis=0).tolist(),
                 "members": sel,
@@ -281,7 +306,7 @@ class CommitteeTrainer:
         cm.reset()
         cm.metadata.setdefault("history", []).append(
             {
-                "n_labels": n,
+                "n_labels": len(labels),
                 "n_val": int(n_val),
                 "epochs": len(history),
                 "steps": step,

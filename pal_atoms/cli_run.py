@@ -10,12 +10,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pal_atoms.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from pal_atoms.md_run import MDRunConfig
+    from pal_atoms.workflow import Summary
 
 __all__ = ["add_subcommands"]
 
@@ -81,15 +82,24 @@ _MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
 ]
 
 
+_TS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    ("--driver", {"choices": ["sella", "neb"]}, "saddle search: Sella per frame, NEB per pair"),
+    ("--searches-per-frame", {"type": int}, "Sella searches per starting frame"),
+    ("--perturbation-A", {"type": float}, "random displacement of a Sella start, Å"),
+    ("--fmax-eV-A", {"type": float}, "convergence threshold on the largest force, eV/Å"),
+    ("--max-iterations", {"type": int}, "optimizer steps per attempt"),
+    ("--neb-images", {"type": int}, "movable images per NEB band"),
+]
+
+
 def _md_config(args: argparse.Namespace) -> MDRunConfig:
     from dataclasses import fields
 
-    from pal_atoms.md_run import MDRunConfig
-
+    config_cls = _config_class(args.command)
     data: dict[str, object] = {}
     if args.config is not None:
         data.update(_read_toml(Path(args.config)))
-    names = {f.name for f in fields(MDRunConfig)}
+    names = {f.name for f in fields(config_cls)}
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value is not False:
@@ -103,7 +113,14 @@ def _md_config(args: argparse.Namespace) -> MDRunConfig:
             data.setdefault("system", json.loads(saved.read_text())["system"])
     if "system" not in data:
         raise InputError("give --system FILE (starting structures)")
-    return MDRunConfig.from_dict(data)
+    return config_cls.from_dict(data)
+
+
+def _config_class(command: str) -> type[MDRunConfig]:
+    from pal_atoms.md_run import MDRunConfig
+    from pal_atoms.ts_run import TSRunConfig
+
+    return TSRunConfig if command == "ts" else MDRunConfig
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -117,7 +134,8 @@ def _read_toml(path: Path) -> dict[str, object]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path}: {exc}") from exc
-    section = data.get("md", data)
+    # Keys at the top level or under a [md] / [ts] table.
+    section = data.get("md", data.get("ts", data))
     return {str(k).replace("-", "_"): v for k, v in section.items()}
 
 
@@ -146,8 +164,15 @@ def _mpiexec() -> str:
 
 def _cmd_md(args: argparse.Namespace) -> int:
     from pal_atoms.md_run import run_md
+    from pal_atoms.ts_run import TSRunConfig, run_ts
 
     config = _md_config(args)
+
+    def run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
+        if isinstance(config, TSRunConfig):
+            return run_ts(config, comm=comm)
+        return run_md(config, comm=comm)
+
     if _launched_by_mpi():
         from mpi4py import MPI
 
@@ -155,7 +180,7 @@ def _cmd_md(args: argparse.Namespace) -> int:
         if comm.Get_rank() != 0:
             logging.getLogger().setLevel(logging.WARNING)  # one rank tells the story
         try:
-            summary = run_md(config, comm=comm)
+            summary = run_job(config, comm=comm)
         except InputError:
             if comm.Get_rank() == 0:
                 raise
@@ -183,7 +208,7 @@ def _cmd_md(args: argparse.Namespace) -> int:
         ]
         return subprocess.call(cmd)
     else:
-        summary = run_md(config)
+        summary = run_job(config)
     if summary is None:
         return 0
     mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
@@ -193,6 +218,12 @@ def _cmd_md(args: argparse.Namespace) -> int:
         f"{summary.training_rounds} training rounds in {summary.wall_time_s:.0f} s; "
         f"held-out force MAE {mae:.4f} eV/Å; committee in {summary.committee_path}"
     )
+    if isinstance(config, TSRunConfig):
+        rows = json.loads((config.out / "summary.json").read_text()).get("saddles", [])
+        print(
+            f"{len(rows)} converged saddle(s) checked against the oracle"
+            + (f" in {config.out / 'saddles.extxyz'}" if rows else "")
+        )
     return 0
 
 
@@ -204,6 +235,27 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_parser(
+    sub: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    name: str,
+    defaults: MDRunConfig,
+    *,
+    help: str,  # noqa: A002  (argparse's name)
+    description: str,
+    options: list[tuple[str, dict[str, object], str]],
+) -> None:
+    p = sub.add_parser(name, parents=[common], help=help, description=description)
+    p.add_argument("--system", type=Path, help="starting structures (extxyz), one per generator")
+    p.add_argument("--config", type=Path, help="TOML file with any of the options below")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    for flag, kwargs, text in options:
+        dest = str(kwargs.get("dest", flag[2:].replace("-", "_")))
+        default = getattr(defaults, dest)
+        p.add_argument(flag, default=None, help=f"{text} (default: {default})", **kwargs)
+    p.set_defaults(func=_cmd_md)
+
+
 def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register the run-directory subcommands on ``sub``."""
     from pal_atoms.md_run import MDRunConfig
@@ -213,23 +265,33 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--out", help="folder for the figures (default: RUN_DIR/plots)")
     p.set_defaults(func=_cmd_plot)
 
-    defaults = MDRunConfig(system=Path("x"))
-    p = sub.add_parser(
+    from pal_atoms.ts_run import TSRunConfig
+
+    _add_run_parser(
+        sub,
+        common,
         "md",
-        parents=[common],
+        MDRunConfig(system=Path("x")),
         help="active-learning MD run (xTB oracle, MACE committee by default)",
         description="Parallel active learning on MD of the given structures. Every option "
         "can also be set in a TOML file (--config, keys as the option names, optionally "
         "under [md]); the command line wins.",
+        options=_MD_OPTIONS,
     )
-    p.add_argument("--system", type=Path, help="starting structures (extxyz), one MD per frame")
-    p.add_argument("--config", type=Path, help="TOML file with any of the options below")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    for flag, kwargs, text in _MD_OPTIONS:
-        dest = str(kwargs.get("dest", flag[2:].replace("-", "_")))
-        default = getattr(defaults, dest)
-        p.add_argument(flag, default=None, help=f"{text} (default: {default})", **kwargs)
-    p.set_defaults(func=_cmd_md)
+    _add_run_parser(
+        sub,
+        common,
+        "ts",
+        TSRunConfig(system=Path("x")),
+        help="active learning on transition-state searches (Sella or NEB)",
+        description="Parallel active learning on saddle-point searches: Sella from randomly "
+        "perturbed copies of every frame of --system, or (--driver neb) a climbing-image NEB "
+        "between consecutive pairs of frames. Converged saddles are checked against the "
+        "oracle and written to OUT/saddles.extxyz. Takes every option of 'pal-atoms md' "
+        "(the MD ones make the held-out test set) plus the search options; TOML keys "
+        "optionally under [ts].",
+        options=_MD_OPTIONS + _TS_OPTIONS,
+    )
 
     p = sub.add_parser("status", parents=[common], help="progress of a running or finished run")
     p.add_argument("run_dir", help="run directory (or a labels.h5 file)")

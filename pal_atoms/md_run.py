@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,20 @@ from typing import Any
 import ase.io
 from ase import Atoms
 
-from pal_atoms.checks import charge_and_multiplicity, validate_structure
 from pal_atoms.errors import ConfigError, InputError
-from pal_atoms.exchange import read_structures
 from pal_atoms.metrics import force_mae
+from pal_atoms.run_setup import build_oracle, load_frames, oracle_md_frames, prepare_run_dir
 from pal_atoms.selection import TrustWindow
 from pal_atoms.settings import WorkflowSettings
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow import ActiveLearning, Summary
 
-__all__ = ["MDRunConfig", "run_md"]
+__all__ = ["GeneratorFactory", "MDRunConfig", "md_generators", "run_md"]
 
 logger = logging.getLogger(__name__)
+
+#: ``make_generators(config, frames) -> generators`` of a run subcommand.
+GeneratorFactory = Callable[[Any, list[Atoms]], list[Any]]
 
 ORACLES = ("xtb", "xtb-python", "pyscf", "turbomole")
 MODELS = ("mace", "schnet")
@@ -148,81 +151,6 @@ class MDRunConfig:
         )
 
 
-def _oracle(config: MDRunConfig) -> Any:
-    from pal_atoms.oracles import make_oracle
-
-    settings: dict[str, Any] = {}
-    if config.method:
-        settings["method"] = config.method
-    if config.basis:
-        settings["basis"] = config.basis
-    return make_oracle(config.oracle, **settings)
-
-
-def load_frames(config: MDRunConfig, oracle: Any) -> list[Atoms]:
-    """Read, check and annotate the starting structures (charge, multiplicity)."""
-    frames = read_structures(config.system)
-    for i, atoms in enumerate(frames):
-        what = f"frame {i} of {config.system}"
-        validate_structure(atoms, min_distance_A=0.5, what=what)
-        charge, mult = charge_and_multiplicity(atoms, config.charge)
-        atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
-        try:
-            oracle.check(atoms)
-        except InputError as exc:
-            raise InputError(f"{what}: {exc}") from exc
-    return frames
-
-
-def _oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> list[Atoms]:
-    """Held-out test frames: short Langevin MD on the oracle itself, labelled by it."""
-    import numpy as np
-    from ase import units
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-    from pal_atoms.dynamics import local_comm
-
-    rng = np.random.default_rng(config.seed + 1000)
-    out: list[Atoms] = []
-    stride = 10
-    for atoms in frames:
-        work = atoms.copy()
-        work.calc = oracle
-        MaxwellBoltzmannDistribution(
-            work, temperature_K=config.temperature_K, rng=rng, comm=local_comm()
-        )
-        dyn = Langevin(
-            work,
-            timestep=config.timestep_fs * units.fs,
-            temperature_K=config.temperature_K,
-            friction=0.02 / units.fs,
-            rng=rng,
-            comm=local_comm(),
-        )
-        for _ in range(config.test_per_frame):
-            dyn.run(stride)
-            frame = work.copy()
-            frame.info.update(atoms.info)
-            frame.calc = SinglePointCalculator(
-                frame, energy=work.get_potential_energy(), forces=work.get_forces()
-            )
-            out.append(frame)
-    return out
-
-
-def _prepare_run_dir(config: MDRunConfig) -> None:
-    out = config.out
-    if config.resume:
-        if not (out / "labels.h5").is_file() or not (out / "config.json").is_file():
-            raise InputError(f"--resume: {out} is not a pal-atoms run (no labels.h5/config.json)")
-        return
-    if (out / "labels.h5").exists():
-        raise InputError(f"{out} already holds a run; use --resume or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
     from pal_atoms.calculators import CommitteeCalculator
 
@@ -247,8 +175,8 @@ def _prepare(config: MDRunConfig) -> None:
     from pal_atoms.dynamics import rattle_sample
     from pal_atoms.oracles import label
 
-    _prepare_run_dir(config)
-    oracle = _oracle(config)
+    prepare_run_dir(config)
+    oracle = build_oracle(config)
     frames = load_frames(config, oracle)
     out = config.out
     (out / "config.json").write_text(config.to_json() + "\n")
@@ -256,7 +184,7 @@ def _prepare(config: MDRunConfig) -> None:
     if not test_path.exists():
         n_test = config.test_per_frame * len(frames)
         logger.info("making %d held-out test frames by MD on the oracle", n_test)
-        test_set = _oracle_md_frames(oracle, frames, config)
+        test_set = oracle_md_frames(oracle, frames, config)
         ase.io.write(test_path, test_set, format="extxyz", parallel=False)
     with LabelStore(out / "labels.h5") as store:
         if len(store.read()) or (out / "committee").is_dir():
@@ -289,18 +217,11 @@ def _trainer_settings(config: MDRunConfig) -> Any:
     return TrainerSettings(max_epochs=config.train_epochs, seed=config.seed)
 
 
-def _loop(config: MDRunConfig, comm: Any | None) -> tuple[ActiveLearning, list[Atoms]]:
-    """The active-learning loop over the prepared run folder (same on every rank)."""
-    from pal_atoms.calculators import CommitteeTrainer
+def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
+    """One Langevin MD generator per starting frame."""
     from pal_atoms.dynamics import MDGenerator, MDSettings
-    from pal_atoms.mpi.layout import Layout
 
-    oracle = _oracle(config)
-    frames = load_frames(config, oracle)
-    test_set = list(ase.io.read(config.out / "test_set.extxyz", ":"))
-    committee = _committee(config, frames)
-    trainer = CommitteeTrainer(committee, settings=_trainer_settings(config))
-    generators = [
+    return [
         MDGenerator(
             atoms,
             generator_id=i,
@@ -317,6 +238,21 @@ def _loop(config: MDRunConfig, comm: Any | None) -> tuple[ActiveLearning, list[A
         )
         for i, atoms in enumerate(frames)
     ]
+
+
+def _loop(
+    config: MDRunConfig, comm: Any | None, make_generators: GeneratorFactory
+) -> tuple[ActiveLearning, list[Atoms]]:
+    """The active-learning loop over the prepared run folder (same on every rank)."""
+    from pal_atoms.calculators import CommitteeTrainer
+    from pal_atoms.mpi.layout import Layout
+
+    oracle = build_oracle(config)
+    frames = load_frames(config, oracle)
+    test_set = list(ase.io.read(config.out / "test_set.extxyz", ":"))
+    committee = _committee(config, frames)
+    trainer = CommitteeTrainer(committee, settings=_trainer_settings(config))
+    generators = make_generators(config, frames)
     settings = WorkflowSettings(
         max_labels=config.max_labels,
         time_limit_s=config.time_limit_s,
@@ -348,13 +284,21 @@ def _loop(config: MDRunConfig, comm: Any | None) -> tuple[ActiveLearning, list[A
     return loop, test_set
 
 
-def run_md(config: MDRunConfig, comm: Any | None = None) -> Summary | None:
+def run_md(
+    config: MDRunConfig,
+    comm: Any | None = None,
+    *,
+    make_generators: GeneratorFactory | None = None,
+) -> Summary | None:
     """Run the whole job; return the summary (also in ``summary.json``).
 
     Args:
         config: The job.
         comm: MPI communicator when started under ``mpiexec``/``srun`` (every rank calls
             this); ``None`` runs every kernel in this process.
+        make_generators: Builds the generators from the configuration and the checked
+            starting frames (default :func:`md_generators`; ``pal-atoms ts`` passes
+            saddle-point searches).
 
     Returns:
         The run's summary; ``None`` on MPI ranks other than 0.
@@ -382,7 +326,7 @@ def run_md(config: MDRunConfig, comm: Any | None = None) -> Summary | None:
         error = comm.bcast(error, root=0)  # every rank stops with the same message
         if error is not None:
             raise InputError(error)
-    loop, test_set = _loop(config, comm)
+    loop, test_set = _loop(config, comm, make_generators or md_generators)
     summary = loop.run()
     if rank != 0:
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -18,17 +20,31 @@ __all__ = ["training_rank"]
 logger = logging.getLogger(__name__)
 
 
+def _drain(comm: Any, ctrl: int, labels: list[Atoms]) -> list[Atoms]:
+    """Append every label message waiting from the controller to ``labels``; return them."""
+    extra: list[Atoms] = []
+    while (more := recv(comm, source=ctrl, tag=Tag.TRAIN_DATA, timeout_s=0)) is not None:
+        extra += decode_labels(more.payload)
+    labels.extend(extra)
+    return extra
+
+
 def training_rank(
     comm: Any, ctrl: int, committee: Any, trainer: Any, *, members: Sequence[int], retrain_size: int
 ) -> None:
-    """Collect labels; train ``members`` once ``retrain_size`` new ones arrived; send weights."""
+    """Collect labels; train ``members`` once ``retrain_size`` new ones arrived; send weights.
+
+    Labels that arrive while a round trains join it between epochs (``more_labels``), so
+    a round is never stale by the time it ends; they do not count towards the next round.
+    """
     labels: list[Atoms] = []
     new = 0
     backoff = Backoff(max_sleep_s=0.05)
     rounds = 0
     while True:
         msg = recv(comm, source=ctrl, backoff=backoff)
-        assert msg is not None
+        if msg is None:  # recv without a timeout only returns a message; be safe anyway
+            continue
         if msg.tag is Tag.TRAIN_DATA:
             arrived = decode_labels(msg.payload)
             labels += arrived
@@ -37,11 +53,23 @@ def training_rank(
             comm.send({"role": "training", "rounds": rounds}, dest=ctrl, tag=Tag.DONE)
             return
         if new >= retrain_size:
-            # Pick up whatever else arrived meanwhile before starting the round.
-            while (more := recv(comm, source=ctrl, tag=Tag.TRAIN_DATA, timeout_s=0)) is not None:
-                labels += decode_labels(more.payload)
+            _drain(comm, ctrl, labels)
             t0 = time.perf_counter()
-            trainer.train(labels, members=list(members))
+            n_before = len(labels)
+            # A user's trainer may not take ``more_labels``: it then trains on the round's
+            # labels alone, and later arrivals wait for the next round.
+            extra = (
+                {"more_labels": functools.partial(_drain, comm, ctrl, labels)}
+                if "more_labels" in inspect.signature(trainer.train).parameters
+                else {}
+            )
+            trainer.train(list(labels), members=list(members), **extra)
+            if len(labels) > n_before:
+                logger.info(
+                    "round %d picked up %d labels while training",
+                    rounds + 1,
+                    len(labels) - n_before,
+                )
             rounds += 1
             new = 0
             weights = committee.get_weights()

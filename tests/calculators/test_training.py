@@ -110,3 +110,23 @@ def test_bad_labels(bi_data):
         trainer.train([bare])
     with pytest.raises(ValueError, match="members"):
         trainer.train(bi_data["train"][:4], members=[5])
+
+
+def test_labels_arriving_during_training_join_it(bi_data):
+    cm = CommitteeCalculator.create("mace", elements=["Bi"], n_members=2, device="cpu")
+    trainer = CommitteeTrainer(
+        cm, TrainerSettings(max_epochs=4, batch_size=4, validation_fraction=0, seed=2)
+    )
+    later = list(bi_data["train"][8:16])
+    calls = []
+
+    def more_labels():
+        calls.append(len(calls))
+        return [later.pop(), later.pop()] if len(calls) == 2 else []
+
+    history = trainer.train(bi_data["train"][:8], more_labels=more_labels)
+    assert len(calls) == len(history) == 4  # asked before every epoch
+    assert [h["n_labels"] for h in history] == [8, 10, 10, 10]
+    # Steps per epoch grow with the data: 2 batches of 4, then 3 (10 labels).
+    assert [h["step"] for h in history] == [2, 5, 8, 11]
+    assert cm.metadata["history"][-1]["n_labels"] == 10

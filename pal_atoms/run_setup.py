@@ -1,0 +1,93 @@
+"""Set-up steps shared by the run subcommands (``md``, ``ts``): oracle, frames, test set."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ase import Atoms
+
+from pal_atoms.checks import charge_and_multiplicity, validate_structure
+from pal_atoms.errors import InputError
+from pal_atoms.exchange import read_structures
+
+if TYPE_CHECKING:
+    from pal_atoms.md_run import MDRunConfig
+
+__all__ = ["build_oracle", "load_frames", "oracle_md_frames", "prepare_run_dir"]
+
+
+def build_oracle(config: MDRunConfig) -> Any:
+    """The oracle the configuration names (method and basis passed on when given)."""
+    from pal_atoms.oracles import make_oracle
+
+    settings: dict[str, Any] = {}
+    if config.method:
+        settings["method"] = config.method
+    if config.basis:
+        settings["basis"] = config.basis
+    return make_oracle(config.oracle, **settings)
+
+
+def load_frames(config: MDRunConfig, oracle: Any) -> list[Atoms]:
+    """Read, check and annotate the starting structures (charge, multiplicity)."""
+    frames = read_structures(config.system)
+    for i, atoms in enumerate(frames):
+        what = f"frame {i} of {config.system}"
+        validate_structure(atoms, min_distance_A=0.5, what=what)
+        charge, mult = charge_and_multiplicity(atoms, config.charge)
+        atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
+        try:
+            oracle.check(atoms)
+        except InputError as exc:
+            raise InputError(f"{what}: {exc}") from exc
+    return frames
+
+
+def oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> list[Atoms]:
+    """Held-out test frames: short Langevin MD on the oracle itself, labelled by it."""
+    import numpy as np
+    from ase import units
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from pal_atoms.dynamics import local_comm
+
+    rng = np.random.default_rng(config.seed + 1000)
+    out: list[Atoms] = []
+    stride = 10
+    for atoms in frames:
+        work = atoms.copy()
+        work.calc = oracle
+        MaxwellBoltzmannDistribution(
+            work, temperature_K=config.temperature_K, rng=rng, comm=local_comm()
+        )
+        dyn = Langevin(
+            work,
+            timestep=config.timestep_fs * units.fs,
+            temperature_K=config.temperature_K,
+            friction=0.02 / units.fs,
+            rng=rng,
+            comm=local_comm(),
+        )
+        for _ in range(config.test_per_frame):
+            dyn.run(stride)
+            frame = work.copy()
+            frame.info.update(atoms.info)
+            frame.calc = SinglePointCalculator(
+                frame, energy=work.get_potential_energy(), forces=work.get_forces()
+            )
+            out.append(frame)
+    return out
+
+
+def prepare_run_dir(config: MDRunConfig) -> None:
+    """Create the run folder, or check that ``--resume`` points at a run."""
+    out = config.out
+    if config.resume:
+        if not (out / "labels.h5").is_file() or not (out / "config.json").is_file():
+            raise InputError(f"--resume: {out} is not a pal-atoms run (no labels.h5/config.json)")
+        return
+    if (out / "labels.h5").exists():
+        raise InputError(f"{out} already holds a run; use --resume or another --out")
+    out.mkdir(parents=True, exist_ok=True)

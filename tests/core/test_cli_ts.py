@@ -1,0 +1,73 @@
+"""``pal-atoms ts``: transition-state exploration runs (Sella, NEB) and their bad input."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+
+from pal_atoms.cli import main
+from pal_atoms.store import LabelStore
+
+
+def _bi4(shift: float = 0.0) -> Atoms:
+    # A Bi4 tetrahedron (bond 3.0 Å); ``shift`` moves one atom through the opposite face.
+    pos = np.array([[0, 0, 0], [3.0, 0, 0], [1.5, 2.6, 0], [1.5, 0.87, 2.45 - shift]])
+    atoms = Atoms("Bi4", positions=pos)
+    atoms.info["charge"] = 0
+    return atoms
+
+
+SHORT = [
+    "--max-labels", "4", "--time-limit", "60", "--train-epochs", "2", "--committee", "2",
+    "--bootstrap-per-frame", "2", "--test-per-frame", "1", "--retrain-size", "2",
+    "--max-iterations", "15", "--lower", "0.0", "--upper", "100", "--patience", "20",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("frames", "extra", "match"),
+    [
+        (1, ["--driver", "neb"], "takes pairs of frames"),
+        (2, ["--driver", "dimer"], "invalid choice"),
+        (2, ["--fmax-eV-A", "0"], "fmax_eV_A must be > 0"),
+        (2, ["--searches-per-frame", "0"], "searches_per_frame must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, frames, extra, match):
+    system = tmp_path / "min.xyz"
+    ase.io.write(system, [_bi4(), _bi4(0.3)][:frames], format="extxyz")
+    try:
+        code = main(["ts", "--system", str(system), "--out", str(tmp_path / "run"), *extra])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and match in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver", ["sella", "neb"])
+def test_short_ts_run(tmp_path, capsys, driver):
+    system = tmp_path / "min.xyz"
+    ase.io.write(system, [_bi4(), _bi4(4.9)], format="extxyz")
+    out = tmp_path / "run"
+    argv = ["ts", "--system", str(system), "--out", str(out), "--driver", driver, *SHORT]
+    assert main([*argv, "--searches-per-frame", "1", "--neb-images", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "converged saddle(s) checked against the oracle" in printed
+    with LabelStore(out / "labels.h5", mode="r") as store:
+        assert store.counts()["ok"] >= 4 + 4  # bootstrap + this run
+        ids = {a.info["generator_id"] for a in store.read()} - {-1}
+        assert ids  # labels from the searches themselves
+    summary = json.loads((out / "summary.json").read_text())
+    assert isinstance(summary["saddles"], list)
+    states = json.loads((out / "generators.json").read_text())
+    assert len(states) == (2 if driver == "sella" else 1)
+    if summary["saddles"]:
+        saddles = ase.io.read(out / "saddles.extxyz", ":")
+        assert len(saddles) == len(summary["saddles"])
+        assert all(np.isfinite(s.get_potential_energy()) for s in saddles)
