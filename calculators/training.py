@@ -246,10 +246,10 @@ class CommitteeTrainer:
                 energies = np.concatenate([energies, new_e])
                 forces += new_f
                 train_idx = np.concatenate([train_idx, new_idx])
-                counts = np.ones((len(sel), len(extra)))
+                new_w = np.ones((len(sel), len(extra)))
                 if s.bootstrap:
-                    counts = rng.poisson(1.0, counts.shape).astype(float)
-                boot = np.concatenate([boot, counts], axis=1)
+                    new_w = rng.poisson(1.0, new_w.shape).astype(float)
+                boot = np.concatenate([boot, new_w], axis=1)
                 logger.info("training picked up %d new labels (%d now)", len(extra), len(labels))
             perm = rng.permutation(train_idx)
             losses = []

@@ -14,6 +14,11 @@ Prediction record::
 
 Label record (an ``ok`` label, for the training ranks) = structure record + [energy] +
 forces (3n).
+
+The controller routes records without rebuilding them: :func:`structure_records` and
+:func:`prediction_records` split a buffer into per-record views, so a generator's record
+travels to a prediction rank as it came, and a prediction record goes back to its
+generator with only the verdict code written in (:func:`set_verdict`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ __all__ = [
     "encode_labels",
     "encode_predictions",
     "encode_structures",
+    "prediction_records",
+    "read_prediction",
+    "read_structure",
+    "set_verdict",
+    "structure_records",
 ]
 
 _HEAD = 17
@@ -85,6 +95,32 @@ def decode_structures(buf: np.ndarray) -> list[tuple[Atoms, int, int]]:
     return out
 
 
+def _split(buf: np.ndarray, head: int, what: str) -> list[np.ndarray]:
+    out, i = [], 0
+    while i < buf.size:
+        j = i + head + 4 * int(buf[i])
+        if j > buf.size:
+            raise ValueError(f"truncated {what} record at offset {i} of {buf.size}")
+        out.append(buf[i:j])
+        i = j
+    return out
+
+
+def structure_records(buf: np.ndarray) -> list[np.ndarray]:
+    """Views of the structure records in ``buf`` (no copies).
+
+    Raises:
+        ValueError: the buffer ends inside a record.
+    """
+    return _split(buf, _HEAD, "structure")
+
+
+def read_structure(record: np.ndarray) -> tuple[Atoms, int, int]:
+    """``(atoms, generator_id, step)`` of one structure record."""
+    atoms, gid, step, _ = _read_structure(record, 0)
+    return atoms, gid, step
+
+
 def encode_predictions(
     results: Sequence[Mapping[str, Any]], verdicts: Sequence[Verdict | None]
 ) -> np.ndarray:
@@ -107,23 +143,37 @@ def encode_predictions(
 
 def decode_predictions(buf: np.ndarray) -> list[tuple[dict[str, Any], Verdict | None]]:
     """Inverse of :func:`encode_predictions`."""
-    out, i = [], 0
-    while i < buf.size:
-        n, code = int(buf[i]), int(buf[i + 1])
-        forces = buf[i + 5 : i + 5 + 3 * n].reshape(n, 3).copy()
-        fstd = buf[i + 5 + 3 * n : i + 5 + 4 * n].copy()
-        energy = float(buf[i + 2])
-        results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energy_std": float(buf[i + 3]),
-            "max_force_std": float(buf[i + 4]),
-            "forces": forces,
-            "forces_std": fstd,
-        }
-        out.append((results, None if code < 0 else _VERDICTS[code]))
-        i += 5 + 4 * n
-    return out
+    return [read_prediction(r) for r in prediction_records(buf)]
+
+
+def prediction_records(buf: np.ndarray) -> list[np.ndarray]:
+    """Views of the prediction records in ``buf`` (no copies).
+
+    Raises:
+        ValueError: the buffer ends inside a record.
+    """
+    return _split(buf, 5, "prediction")
+
+
+def read_prediction(record: np.ndarray) -> tuple[dict[str, Any], Verdict | None]:
+    """Results dict and verdict (``None``: not judged yet) of one prediction record."""
+    n, code = int(record[0]), int(record[1])
+    energy = float(record[2])
+    results = {
+        "energy": energy,
+        "free_energy": energy,
+        "energy_std": float(record[3]),
+        "max_force_std": float(record[4]),
+        "forces": record[5 : 5 + 3 * n].reshape(n, 3).copy(),
+        "forces_std": record[5 + 3 * n : 5 + 4 * n].copy(),
+    }
+    return results, None if code < 0 else _VERDICTS[code]
+
+
+def set_verdict(record: np.ndarray, verdict: Verdict) -> np.ndarray:
+    """Write ``verdict`` into a prediction record (in place) and return the record."""
+    record[1] = VERDICT_CODES[verdict]
+    return record
 
 
 def encode_labels(frames: Sequence[Atoms]) -> np.ndarray:

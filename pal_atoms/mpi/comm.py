@@ -3,8 +3,8 @@
 Blocking MPI calls in MPICH busy-poll, which burns a core per waiting rank and, on an
 oversubscribed node, steals it from the ranks doing work. Every wait in pal-atoms is
 therefore ``Iprobe`` plus a short sleep that backs off while nothing arrives (as in
-``mpi4py.futures``), so idle ranks cost almost nothing and a message is picked up within
-``max_sleep_s``.
+``mpi4py.futures``, but in two stages, see :class:`Backoff`), so idle ranks cost almost
+nothing and a message is picked up within ``max_sleep_s``.
 """
 
 from __future__ import annotations
@@ -52,19 +52,70 @@ class Message:
 
 
 class Backoff:
-    """Sleep that grows while idle (``min_sleep_s`` doubling up to ``max_sleep_s``)."""
+    """Sleep between polls that grows while nothing arrives, in two stages.
 
-    def __init__(self, min_sleep_s: float = 2e-5, max_sleep_s: float = 2e-3):
-        self.min_sleep_s, self.max_sleep_s = min_sleep_s, max_sleep_s
+    After :meth:`reset` the sleep starts at ``min_sleep_s`` and grows by ``factor`` per
+    empty poll, capped at ``active_sleep_s`` for the first ``active_s`` seconds and at
+    ``max_sleep_s`` after that.
+
+    Why two stages: a waiter oversleeps its message by up to one interval. In a cycle of
+    waits (generator -> controller -> prediction rank -> controller -> generator) every
+    rank's wait spans the others' oversleeps, so with a cap proportional to the time
+    already waited (plain doubling) the oversleeps feed each other until every hop sits at
+    the cap: a 4 us round trip became 5-13 ms. A small absolute cap while a reply is
+    likely (right after traffic) bounds each hop's oversleep; the large cap afterwards
+    keeps a rank that is really idle down to one ``Iprobe`` per ``max_sleep_s``.
+
+    Args:
+        min_sleep_s: First sleep after :meth:`reset`, in s.
+        max_sleep_s: Longest sleep once idle for ``active_s``, in s.
+        factor: Growth of the sleep per empty poll (> 1).
+        active_sleep_s: Longest sleep during the first ``active_s`` after a reset, in s
+            (at most ``max_sleep_s``).
+        active_s: Length of that first stage, in s (0: plain capped growth).
+
+    Raises:
+        ValueError: non-positive sleeps, ``max_sleep_s < min_sleep_s``, ``factor <= 1`` or
+            a negative ``active_s``.
+    """
+
+    def __init__(
+        self,
+        min_sleep_s: float = 2e-5,
+        max_sleep_s: float = 2e-3,
+        factor: float = 1.5,
+        *,
+        active_sleep_s: float = 2.5e-4,
+        active_s: float = 0.05,
+    ):
+        if not 0 < min_sleep_s <= max_sleep_s:
+            raise ValueError(
+                f"need 0 < min_sleep_s <= max_sleep_s, got {min_sleep_s}, {max_sleep_s}"
+            )
+        if not factor > 1:
+            raise ValueError(f"factor must be > 1, got {factor}")
+        if not active_sleep_s > 0 or active_s < 0:
+            raise ValueError(
+                f"need active_sleep_s > 0 and active_s >= 0, got {active_sleep_s}, {active_s}"
+            )
+        self.min_sleep_s, self.max_sleep_s, self.factor = min_sleep_s, max_sleep_s, factor
+        self.active_sleep_s = min(max(active_sleep_s, min_sleep_s), max_sleep_s)
+        self.active_s = active_s
         self._sleep = 0.0
+        self._since: float | None = None
 
     def reset(self) -> None:
         """Something happened: poll again at once."""
         self._sleep = 0.0
+        self._since = None
 
     def wait(self) -> None:
         """Nothing happened: sleep a little longer than last time."""
-        self._sleep = min(self.max_sleep_s, max(self.min_sleep_s, self._sleep * 2))
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        cap = self.active_sleep_s if now - self._since < self.active_s else self.max_sleep_s
+        self._sleep = min(cap, max(self.min_sleep_s, self._sleep * self.factor))
         time.sleep(self._sleep)
 
 

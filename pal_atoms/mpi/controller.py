@@ -11,6 +11,7 @@ that is itself sending to it.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,13 @@ from pal_atoms.label import Label, LabelStatus
 from pal_atoms.metrics import MetricsLog
 from pal_atoms.mpi.codec import (
     decode_predictions,
-    decode_structures,
     encode_labels,
-    encode_predictions,
     encode_structures,
+    prediction_records,
+    read_prediction,
+    read_structure,
+    set_verdict,
+    structure_records,
 )
 from pal_atoms.mpi.comm import Backoff, Message, Tag, probe
 from pal_atoms.mpi.layout import Layout, Role
@@ -43,6 +47,33 @@ logger = logging.getLogger(__name__)
 
 #: Most structures in one prediction batch.
 MAX_BATCH = 512
+#: Most messages handled before the controller dispatches: everything that arrived
+#: together goes into one prediction batch, yet dispatching is never held up for long.
+MAX_DRAIN = 256
+
+
+class _Request:
+    """One PREDICT message of a generator rank: its records' replies, filled in as they come.
+
+    A generator rank sends the structures of all its generators in one message and gets
+    all their predictions back in one RESULT message, in the same order.
+    """
+
+    __slots__ = ("missing", "replies")
+
+    def __init__(self, n: int):
+        self.replies: list[np.ndarray | None] = [None] * n
+        self.missing = n
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process in MiB (``None`` where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize() / 2**20
 
 
 class MPIController:
@@ -57,8 +88,13 @@ class MPIController:
         self.generators = layout.ranks(size, Role.GENERATOR)
         self.free_pred: deque[int] = deque(self.predictors)
         self.free_oracles: deque[int] = deque(self.oracles)
-        self.pending: list[tuple[int, Atoms, int, int]] = []
-        self.in_flight: dict[int, list[tuple[int, Atoms, int, int]]] = {}
+        # Structure records waiting for a prediction rank: (generator rank, request, slot,
+        # record). Records are forwarded as they arrived, never decoded and re-encoded.
+        self.pending: list[tuple[int, _Request, int, np.ndarray]] = []
+        self.in_flight: dict[int, list[tuple[int, _Request, int, np.ndarray]]] = {}
+        # Open requests per generator rank, oldest first: replies leave in request order
+        # even when two prediction ranks finish out of order.
+        self.requests: dict[int, deque[_Request]] = {}
         self.rescoring: dict[int, list[Candidate]] = {}
         self.busy_oracles: dict[int, tuple[Candidate, float]] = {}
         self.oracle_busy_s = 0.0
@@ -85,8 +121,10 @@ class MPIController:
         tag, src = msg.tag, msg.source
         if tag is Tag.PREDICT:
             if not self.stopping:
-                ((atoms, gid, step),) = decode_structures(msg.payload)
-                self.pending.append((src, atoms, gid, step))
+                records = structure_records(msg.payload)
+                req = _Request(len(records))
+                self.requests.setdefault(src, deque()).append(req)
+                self.pending += [(src, req, i, r) for i, r in enumerate(records)]
         elif tag is Tag.BATCH_RESULT:
             self._on_predictions(src, msg.payload)
         elif tag is Tag.LABEL_DONE:
@@ -114,13 +152,26 @@ class MPIController:
         batch = self.in_flight.pop(src)
         self.free_pred.append(src)
         al = self.al
-        for (g, atoms, gid, step), (results, _) in zip(
-            batch, decode_predictions(payload), strict=True
-        ):
+        touched: set[int] = set()
+        for (g, req, slot, srec), prec in zip(batch, prediction_records(payload), strict=True):
+            atoms, gid, step = read_structure(srec)
+            results, _ = read_prediction(prec)
             verdict = Verdict(al.selection(atoms, results))
             al.note_prediction(atoms, results, verdict, generator_id=gid, step=step)
+            # The record goes back as the prediction rank wrote it, plus the verdict.
+            req.replies[slot] = set_verdict(prec, verdict)
+            req.missing -= 1
+            touched.add(g)
+        for g in touched:
+            self._answer(g)
+
+    def _answer(self, g: int) -> None:
+        """Send generator rank ``g`` every request of its that is complete, in order."""
+        queue = self.requests.get(g)
+        while queue and queue[0].missing == 0:
+            req = queue.popleft()
             if not self.stopping:
-                self._isend(encode_predictions([results], [verdict]), g, Tag.RESULT)
+                self._isend(np.concatenate(req.replies), g, Tag.RESULT)  # type: ignore[arg-type]
 
     def _on_label(self, src: int, control: dict[str, Any], store: LabelStore) -> None:
         cand, t_sent = self.busy_oracles.pop(src)
@@ -196,7 +247,7 @@ class MPIController:
             p = self.free_pred.popleft()
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.in_flight[p] = batch
-            self._isend(encode_structures([(a, gid, s) for _, a, gid, s in batch]), p, Tag.BATCH)
+            self._isend(np.concatenate([rec for *_, rec in batch]), p, Tag.BATCH)
         while self.al.labelling and self.al.queue and self.free_oracles:
             o = self.free_oracles.popleft()
             cand = self.al.queue.pop()
@@ -223,9 +274,7 @@ class MPIController:
         backoff = Backoff()
         try:
             while True:
-                msg = probe(self.comm)
-                if msg is not None:
-                    self.handle(msg, store)
+                if self._drain(store):
                     backoff.reset()
                 else:
                     backoff.wait()
@@ -252,6 +301,21 @@ class MPIController:
         al.summary.generator_steps = al.summary.predictions
         metrics.write(self.metrics(al.summary.wall_time_s, final=True))
 
+    def _drain(self, store: LabelStore) -> int:
+        """Handle the messages that have arrived (at most :data:`MAX_DRAIN`); return how many.
+
+        Handling everything that is already there before dispatching lets the requests of
+        several generator ranks share one prediction batch.
+        """
+        n = 0
+        while n < MAX_DRAIN:
+            msg = probe(self.comm)
+            if msg is None:
+                break
+            self.handle(msg, store)
+            n += 1
+        return n
+
     @property
     def finished_generators(self) -> set[int]:
         """Generator ranks that reported all their generators finished."""
@@ -264,6 +328,7 @@ class MPIController:
         busy_now = sum(time.perf_counter() - t for _, t in self.busy_oracles.values())
         record["oracle_busy_fraction"] = (self.oracle_busy_s + busy_now) / max(elapsed_s * n, 1e-9)
         record["pending_predictions"] = len(self.pending)
+        record["controller_rss_MB"] = _rss_mb()
         return record
 
     def _pump(self, store: LabelStore, until: Any, timeout_s: float | None = None) -> None:
