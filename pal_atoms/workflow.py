@@ -29,7 +29,7 @@ from pal_atoms.metrics import MetricsLog, force_mae
 from pal_atoms.oracle_queue import Candidate, OracleQueue
 from pal_atoms.progress import Progress
 from pal_atoms.protocols import Verdict
-from pal_atoms.selection import SelectionRule, TrustWindow
+from pal_atoms.selection import SelectionRule, TrustWindow, score
 from pal_atoms.settings import WorkflowSettings
 from pal_atoms.store import LabelStore
 
@@ -175,7 +175,9 @@ class ActiveLearning:
         self._max_force_std = float(results.get("max_force_std", 0.0))
         self._recent_verdicts.append(verdict is not Verdict.TRUSTED)
         if verdict is not Verdict.TRUSTED and self.labelling:
-            self.queue.push(atoms, self._max_force_std, generator_id=generator_id, step=step)
+            self.queue.push(
+                atoms, score(self.selection, results), generator_id=generator_id, step=step
+            )
 
     # -- kernels ------------------------------------------------------------------------------
     def _label_one(self, store: LabelStore) -> None:
@@ -243,9 +245,8 @@ class ActiveLearning:
                 len(labels),
                 mae,
             )
-        key = getattr(self.selection, "key", "max_force_std")
         self.queue.rescore(
-            lambda frames: [float(r[key]) for r in self.committee.predict_batch(frames)],
+            lambda frames: [score(self.selection, r) for r in self.committee.predict_batch(frames)],
             keep_below=getattr(self.selection, "lower", 0.0),
         )
         self._checkpoint_committee()
