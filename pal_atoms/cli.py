@@ -147,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pal-atoms`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What to pass on when a subcommand restarts itself under mpiexec (``main(argv)`` may
+    # be called from Python, where ``sys.argv`` is someone else's).
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     _setup_logging(args)
     func: Command = args.func
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -72,8 +73,9 @@ _MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     (
         "--np",
         {"type": int},
-        "processes (MPI ranks); 1 runs all kernels in one process, more "
-        "start mpiexec (>= 5); ignored under mpiexec/srun",
+        "processes (MPI ranks); 1 runs all kernels in one process, more start mpiexec "
+        "(>= 5); default: kernel ranks + one per generator up to the cores available; "
+        "ignored under mpiexec/srun",
     ),
     ("--prediction-ranks", {"type": int}, "prediction ranks under MPI"),
     ("--oracle-ranks", {"type": int}, "oracle ranks under MPI"),
@@ -151,6 +153,44 @@ def _launched_by_mpi() -> bool:
     return False
 
 
+def _cores() -> int:
+    """Cores this process may run on (the Slurm/cgroup affinity where there is one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _n_generators(config: MDRunConfig) -> int:
+    from pal_atoms.exchange import read_structures
+    from pal_atoms.ts_run import TSRunConfig
+
+    n = len(read_structures(config.system))
+    if isinstance(config, TSRunConfig):
+        return n * config.searches_per_frame if config.driver == "sella" else max(1, n // 2)
+    return n
+
+
+def _auto_np(config: MDRunConfig) -> int:
+    """Default ``--np``: see :class:`~pal_atoms.md_run.MDRunConfig`."""
+    from pal_atoms.mpi.layout import Layout
+
+    have_mpi = importlib.util.find_spec("mpi4py") is not None
+    here = Path(sys.executable).parent
+    if not have_mpi or not (shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")):
+        logging.getLogger(__name__).warning(
+            "no mpiexec/mpi4py found: every kernel runs in this process (pip install "
+            "'pal-atoms[mpi]' for parallel kernels, or pass --np 1 to silence this)"
+        )
+        return 1
+    fixed = Layout(
+        prediction=config.prediction_ranks,
+        oracle=config.oracle_ranks,
+        training=config.training_ranks,
+    ).fixed
+    return fixed + max(1, min(_n_generators(config), _cores() - fixed))
+
+
 def _mpiexec() -> str:
     here = Path(sys.executable).parent
     exe = shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")
@@ -164,7 +204,7 @@ def _mpiexec() -> str:
 
 def _cmd_md(args: argparse.Namespace) -> int:
     from pal_atoms.md_run import run_md
-    from pal_atoms.ts_run import TSRunConfig, run_ts
+    from pal_atoms.ts_run import TSRunConfig, check_pairs, run_ts
 
     config = _md_config(args)
 
@@ -185,27 +225,35 @@ def _cmd_md(args: argparse.Namespace) -> int:
             if comm.Get_rank() == 0:
                 raise
             return 2  # every rank stops with the same error; rank 0 prints it once
-    elif config.np > 1:
+    elif (n_ranks := config.np if config.np is not None else _auto_np(config)) > 1:
+        # Check the input here, before starting ranks: one clean error, no job launched.
+        from pal_atoms.run_setup import build_oracle, check_run_dir, load_frames
+
+        check_run_dir(config)
+        frames = load_frames(config, build_oracle(config))
+        if isinstance(config, TSRunConfig):
+            check_pairs(config, frames)
         from pal_atoms.mpi.layout import Layout
 
         Layout(
             prediction=config.prediction_ranks,
             oracle=config.oracle_ranks,
             training=config.training_ranks,
-        ).check(config.np)
+        ).check(n_ranks)
         # Start our own ranks: the same command under mpiexec; ``-m mpi4py`` aborts the
         # whole job on an uncaught exception instead of leaving ranks hanging.
         cmd = [
             _mpiexec(),
             "-n",
-            str(config.np),
+            str(n_ranks),
             sys.executable,
             "-m",
             "mpi4py",
             "-m",
             "pal_atoms.cli",
-            *sys.argv[1:],
+            *args.argv,
         ]
+        logging.getLogger(__name__).info("starting %d MPI ranks: %s", n_ranks, " ".join(cmd))
         return subprocess.call(cmd)
     else:
         summary = run_job(config)

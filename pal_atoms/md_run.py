@@ -67,6 +67,9 @@ class MDRunConfig:
         device: Torch device for the committee (default: CUDA when available).
         np: Processes (MPI ranks); 1 runs every kernel in this process; more starts
             ``mpiexec`` (at least 5: controller, prediction, training, oracle, generator).
+            ``None``: the kernels' ranks plus one generator rank per generator, up to the
+            cores this process may use (at least one generator rank; oversubscribing is
+            cheap because idle ranks sleep), or 1 when ``mpiexec`` is not installed.
         prediction_ranks: Prediction ranks under MPI.
         oracle_ranks: Oracle ranks under MPI.
         training_ranks: Training ranks under MPI (members are shared out among them).
@@ -96,7 +99,7 @@ class MDRunConfig:
     train_epochs: int = 30
     oracle_timeout_s: float | None = None
     device: str | None = None
-    np: int = 1
+    np: int | None = None
     prediction_ranks: int = 1
     oracle_ranks: int = 1
     training_ranks: int = 1
@@ -120,13 +123,14 @@ class MDRunConfig:
             "max_labels",
             "retrain_size",
             "train_epochs",
-            "np",
             "prediction_ranks",
             "oracle_ranks",
             "training_ranks",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.np is not None and self.np < 1:
+            raise ConfigError(f"np must be >= 1, got {self.np}")
         if self.committee < 2:
             raise ConfigError("a committee needs at least 2 members to estimate uncertainty")
         for name in ("bootstrap_per_frame", "test_per_frame", "patience"):

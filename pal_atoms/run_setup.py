@@ -13,7 +13,13 @@ from pal_atoms.exchange import read_structures
 if TYPE_CHECKING:
     from pal_atoms.md_run import MDRunConfig
 
-__all__ = ["build_oracle", "load_frames", "oracle_md_frames", "prepare_run_dir"]
+__all__ = [
+    "build_oracle",
+    "check_run_dir",
+    "load_frames",
+    "oracle_md_frames",
+    "prepare_run_dir",
+]
 
 
 def build_oracle(config: MDRunConfig) -> Any:
@@ -81,13 +87,17 @@ def oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> l
     return out
 
 
-def prepare_run_dir(config: MDRunConfig) -> None:
-    """Create the run folder, or check that ``--resume`` points at a run."""
+def check_run_dir(config: MDRunConfig) -> None:
+    """Raise :class:`InputError` unless ``out`` suits the job (a run iff ``--resume``)."""
     out = config.out
     if config.resume:
         if not (out / "labels.h5").is_file() or not (out / "config.json").is_file():
             raise InputError(f"--resume: {out} is not a pal-atoms run (no labels.h5/config.json)")
-        return
-    if (out / "labels.h5").exists():
+    elif (out / "labels.h5").exists():
         raise InputError(f"{out} already holds a run; use --resume or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_run_dir(config: MDRunConfig) -> None:
+    """Create the run folder, or check that ``--resume`` points at a run."""
+    check_run_dir(config)
+    config.out.mkdir(parents=True, exist_ok=True)

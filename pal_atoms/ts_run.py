@@ -27,7 +27,7 @@ from pal_atoms.md_run import MDRunConfig, run_md
 from pal_atoms.run_setup import build_oracle, load_frames
 from pal_atoms.workflow import Summary
 
-__all__ = ["TSRunConfig", "run_ts", "ts_generators"]
+__all__ = ["TSRunConfig", "check_pairs", "run_ts", "ts_generators"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def ts_generators(config: TSRunConfig, frames: list[Atoms]) -> list[Any]:
             for i, atoms in enumerate(frames)
             for k in range(config.searches_per_frame)
         ]
-    _check_pairs(config, frames)
+    check_pairs(config, frames)
     generators = []
     for j in range(0, len(frames), 2):
         first, last = frames[j], frames[j + 1]
@@ -114,7 +114,7 @@ def ts_generators(config: TSRunConfig, frames: list[Atoms]) -> list[Any]:
     return generators
 
 
-def _check_pairs(config: TSRunConfig, frames: list[Atoms]) -> None:
+def check_pairs(config: TSRunConfig, frames: list[Atoms]) -> None:
     """NEB takes consecutive frames as (initial, final) pairs of the same atoms."""
     if config.driver != "neb":
         return
@@ -216,7 +216,7 @@ def run_ts(config: TSRunConfig, comm: Any | None = None) -> Summary | None:
     from pal_atoms.exchange import read_structures
 
     # Before the expensive set-up (test set, bootstrap labels, first training).
-    _check_pairs(config, read_structures(config.system))
+    check_pairs(config, read_structures(config.system))
 
     def make(cfg: Any, frames: list[Atoms]) -> list[Any]:
         return ts_generators(cfg, frames)

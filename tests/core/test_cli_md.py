@@ -96,6 +96,8 @@ def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
         str(system),
         "--out",
         str(out),
+        "--np",
+        "1",
         "--max-labels",
         "6",
         "--time-limit",

@@ -29,7 +29,9 @@ def _system(tmp_path: Path) -> Path:
     return path
 
 
-def test_md_with_np_runs_on_mpi_ranks(tmp_path):
+def test_md_starts_its_own_mpi_ranks_by_default(tmp_path):
+    # No --np: the default starts the kernel ranks plus generator ranks (the README's
+    # main command runs this way).
     mpiexec()  # skips with a reason when there is no MPI runtime
     out = tmp_path / "run"
     argv = [
@@ -38,8 +40,6 @@ def test_md_with_np_runs_on_mpi_ranks(tmp_path):
         str(_system(tmp_path)),
         "--out",
         str(out),
-        "--np",
-        "6",
         "--max-labels",
         "6",
         "--time-limit",
@@ -62,6 +62,7 @@ def test_md_with_np_runs_on_mpi_ranks(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "run finished (reached max_labels=6)" in proc.stdout
+    assert "starting 5 MPI ranks" in proc.stderr or "starting 6 MPI ranks" in proc.stderr
     assert proc.stdout.count("run finished") == 1  # one rank reports
     with LabelStore(out / "labels.h5", mode="r") as store:
         assert store.counts()["ok"] >= 4 + 6
@@ -76,3 +77,18 @@ def test_md_with_a_layout_that_does_not_fit(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "4 MPI ranks cannot hold" in proc.stderr
+
+
+def test_default_np_counts_kernels_generators_and_cores(tmp_path, monkeypatch):
+    from pal_atoms import cli_run
+    from pal_atoms.md_run import MDRunConfig
+    from pal_atoms.ts_run import TSRunConfig
+
+    mpiexec()
+    system = _system(tmp_path)  # two frames: two MD generators
+    monkeypatch.setattr(cli_run, "_cores", lambda: 2)
+    assert cli_run._auto_np(MDRunConfig(system=system)) == 5  # 4 kernel ranks + 1
+    monkeypatch.setattr(cli_run, "_cores", lambda: 64)
+    assert cli_run._auto_np(MDRunConfig(system=system)) == 6  # one rank per generator
+    assert cli_run._auto_np(MDRunConfig(system=system, oracle_ranks=3)) == 8
+    assert cli_run._auto_np(TSRunConfig(system=system, searches_per_frame=3)) == 10
