@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,12 +38,21 @@ class TrainerSettings:
 
     Attributes:
         max_epochs: Upper bound on passes over the training labels per :meth:`train` call.
-        max_steps: Optional upper bound on optimizer steps per call.
-        lr: Adam learning rate.
+        max_steps: Upper bound on optimizer steps per call (``None``: epochs only). Small
+            label sets need many passes: a budget in steps, not epochs, is what makes a
+            round on 16 labels train as long as one on 500.
+        lr: Peak Adam learning rate.
+        schedule: ``"cosine"``: the learning rate falls from ``lr`` to ``min_lr`` over the
+            call's planned steps (``min(max_steps, max_epochs * batches per epoch)``);
+            ``"plateau"``: halve it after ``lr_patience`` epochs without a better
+            validation loss.
         batch_size: Structures per step.
         energy_weight: Weight of the energy term, mean squared error per atom (eV²).
         forces_weight: Weight of the force term, mean squared component error (eV²/Å²).
         validation_fraction: Fraction of labels held out for early stopping (0 disables it).
+        min_validation_labels: Hold labels out only from this many labels on: with fewer,
+            a validation set of one or two structures is noise, and every label is needed
+            for training.
         patience: Stop after this many epochs without a better validation loss (per member).
         lr_patience: Halve the learning rate after this many epochs without improvement.
         min_lr: Learning rate floor.
@@ -57,16 +67,18 @@ class TrainerSettings:
             ``None`` keeps its dtype.
     """
 
-    max_epochs: int = 100
-    max_steps: int | None = None
-    lr: float = 5e-3
-    batch_size: int = 8
+    max_epochs: int = 1000
+    max_steps: int | None = 800
+    lr: float = 1e-2
+    schedule: str = "cosine"
+    batch_size: int = 4
     energy_weight: float = 1.0
     forces_weight: float = 10.0
     validation_fraction: float = 0.1
-    patience: int = 20
+    min_validation_labels: int = 20
+    patience: int = 50
     lr_patience: int = 8
-    min_lr: float = 1e-5
+    min_lr: float = 1e-4
     bootstrap: bool = True
     seed: int = 0
     warm_start: bool = True
@@ -95,6 +107,14 @@ class TrainerSettings:
             ),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.lr_patience >= 1, f"lr_patience must be >= 1, got {self.lr_patience}"),
+            (
+                self.schedule in ("cosine", "plateau"),
+                f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}",
+            ),
+            (
+                self.min_validation_labels >= 2,
+                f"min_validation_labels must be >= 2, got {self.min_validation_labels}",
+            ),
             (0 < self.min_lr <= self.lr, "min_lr must be in (0, lr]"),
             (
                 self.dtype in (None, "float32", "float64"),
@@ -199,7 +219,7 @@ class CommitteeTrainer:
         n = len(labels)
         rng = np.random.default_rng([s.seed, n, self._calls])
         order = rng.permutation(n)
-        n_val = round(s.validation_fraction * n) if n >= 4 else 0
+        n_val = round(s.validation_fraction * n) if n >= s.min_validation_labels else 0
         val_idx, train_idx = order[:n_val], order[n_val:]
 
         if s.refit_e0 or not cm.metadata.get("e0_fitted"):
@@ -255,6 +275,15 @@ class CommitteeTrainer:
             losses = []
             for start in range(0, len(perm), s.batch_size):
                 batch = perm[start : start + s.batch_size]
+                if s.schedule == "cosine":
+                    planned = s.max_epochs * -(-len(train_idx) // s.batch_size)
+                    if s.max_steps is not None:
+                        planned = min(planned, s.max_steps)
+                    frac = min(1.0, step / max(1, planned))
+                    for group in opt.param_groups:
+                        group["lr"] = s.min_lr + 0.5 * (s.lr - s.min_lr) * (
+                            1 + math.cos(math.pi * frac)
+                        )
                 loss_m = self._loss(
                     labels, energies, forces, batch, sel, weights=boot[:, batch], training=True
                 )
@@ -287,7 +316,7 @@ class CommitteeTrainer:
                         stale[c] += 1
                 if total < best_total:
                     best_total, lr_stale = total, 0
-                else:
+                elif s.schedule == "plateau":
                     lr_stale += 1
                     if lr_stale >= s.lr_patience:
                         lr_stale = 0
@@ -316,6 +345,15 @@ class CommitteeTrainer:
             }
         )
         return history
+
+    def _cosine_lr(self, step: int, n_train: int) -> float:
+        """Learning rate at ``step`` of a call planned for its step budget (cosine decay)."""
+        s = self.settings
+        planned = s.max_epochs * -(-n_train // s.batch_size)
+        if s.max_steps is not None:
+            planned = min(planned, s.max_steps)
+        frac = min(1.0, step / max(1, planned))
+        return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1.0 + math.cos(math.pi * frac))
 
     def evaluate(
         self, labels: Sequence[Atoms], *, members: Sequence[int] | None = None

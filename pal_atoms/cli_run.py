@@ -63,7 +63,7 @@ _MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--retrain-size", {"type": int}, "new labels that start a training round"),
     ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
     ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
-    ("--train-epochs", {"type": int}, "epochs per training round"),
+    ("--train-steps", {"type": int}, "optimizer steps per training round"),
     (
         "--oracle-timeout",
         {"type": float, "dest": "oracle_timeout_s"},

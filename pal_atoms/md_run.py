@@ -62,7 +62,8 @@ class MDRunConfig:
         retrain_size: New labels that start a training round.
         bootstrap_per_frame: Rattled structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
-        train_epochs: Epochs per training round.
+        train_steps: Optimizer steps per training round (cosine learning-rate decay over
+            them; a round on few labels trains as long as one on many).
         oracle_timeout_s: Kill a label after this many s (runs labels in a child process).
         device: Torch device for the committee (default: CUDA when available).
         np: Processes (MPI ranks); 1 runs every kernel in this process; more starts
@@ -96,7 +97,7 @@ class MDRunConfig:
     retrain_size: int = 8
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
-    train_epochs: int = 30
+    train_steps: int = 400
     oracle_timeout_s: float | None = None
     device: str | None = None
     np: int | None = None
@@ -122,7 +123,7 @@ class MDRunConfig:
             "steps",
             "max_labels",
             "retrain_size",
-            "train_epochs",
+            "train_steps",
             "prediction_ranks",
             "oracle_ranks",
             "training_ranks",
@@ -218,7 +219,7 @@ def _prepare(config: MDRunConfig) -> None:
 def _trainer_settings(config: MDRunConfig) -> Any:
     from pal_atoms.calculators import TrainerSettings
 
-    return TrainerSettings(max_epochs=config.train_epochs, seed=config.seed)
+    return TrainerSettings(max_steps=config.train_steps, seed=config.seed)
 
 
 def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
