@@ -144,9 +144,11 @@ def accuracy(quick: bool) -> dict:
         )
 
     out = {"untrained_force_mae_eV_A": mae(), "n_test": len(test), "by_labels": {}}
-    trainer = CommitteeTrainer(
-        calc, TrainerSettings(max_epochs=40 if quick else 300, patience=15 if quick else 40)
-    )
+    # Incremental, as in a run: each call continues from the last (warm start) with the
+    # library's default recipe (cosine decay over a step budget) and a bigger budget.
+    steps = 600 if quick else 2000
+    trainer = CommitteeTrainer(calc, TrainerSettings(max_steps=steps, seed=0))
+    out["steps_per_call"] = steps
     for n in label_counts:
         t = time.perf_counter()
         history = trainer.train(pool[:n])

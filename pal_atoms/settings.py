@@ -41,6 +41,10 @@ class WorkflowSettings:
         stop_file: A file whose appearance stops the run gracefully (relative to the run
             directory); ``None`` disables it.
         seed: Seed for everything random in the controller.
+        prediction_devices: Torch devices of the prediction ranks under MPI, indexed by
+            node-local rank (PAL's ``gpu_pred``), e.g. ``("cuda:0",)``; empty: node-local
+            rank over the visible GPUs, CPU without one.
+        training_devices: The same for the training ranks (PAL's ``gpu_ml``).
     """
 
     max_labels: int = 100
@@ -60,8 +64,11 @@ class WorkflowSettings:
     metrics_interval_s: float = 5.0
     stop_file: str | None = "STOP"
     seed: int = 0
+    prediction_devices: tuple[str, ...] = ()
+    training_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_devices()
         positive_ints = (
             "max_labels",
             "retrain_size",
@@ -106,3 +113,11 @@ class WorkflowSettings:
         if unknown:
             raise ConfigError(f"unknown workflow settings: {', '.join(unknown)}")
         return cls(**data)
+
+    def _check_devices(self) -> None:
+        for name in ("prediction_devices", "training_devices"):
+            devices = tuple(getattr(self, name))
+            object.__setattr__(self, name, devices)
+            bad = [d for d in devices if not (d == "cpu" or d.split(":")[0] in ("cuda", "mps"))]
+            if bad:
+                raise ConfigError(f"{name}: not a torch device: {', '.join(map(str, bad))}")

@@ -48,7 +48,12 @@ def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per 
         # to stop, and tells the others.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    device = device_for(role, node_local_rank(comm))  # collective: every rank calls it
+    explicit = {
+        Role.PREDICTION: al.settings.prediction_devices,
+        Role.TRAINING: al.settings.training_devices,
+    }.get(role, ())
+    # node_local_rank is collective: every rank calls it.
+    device = device_for(role, node_local_rank(comm), list(explicit) or None)
     if role in (Role.PREDICTION, Role.TRAINING) and device != "cpu":
         al.committee.to(device=device)
     logger.debug("rank %d of %d: %s on %s", rank, size, role, device)
