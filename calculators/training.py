@@ -11,151 +11,26 @@ when new labels arrive picks up where the last call stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from ase import Atoms
 
-from pal_atoms.errors import ConfigError
-
 from .committee import CommitteeCalculator
 from .graph import build_graph
+from .train_settings import TrainerSettings
+from .train_utils import EMA, fit_e0, label_arrays
 
 __all__ = ["CommitteeTrainer", "TrainerSettings", "fit_e0"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainerSettings:
-    """Settings of :class:`CommitteeTrainer`.
-
-    Attributes:
-        max_epochs: Upper bound on passes over the training labels per :meth:`train` call.
-        max_steps: Upper bound on optimizer steps per call (``None``: epochs only). Small
-            label sets need many passes: a budget in steps, not epochs, is what makes a
-            round on 16 labels train as long as one on 500.
-        lr: Peak Adam learning rate.
-        schedule: ``"cosine"``: the learning rate falls from ``lr`` to ``min_lr`` over the
-            call's planned steps (``min(max_steps, max_epochs * batches per epoch)``);
-            ``"plateau"``: halve it after ``lr_patience`` epochs without a better
-            validation loss.
-        batch_size: Structures per step.
-        energy_weight: Weight of the energy term, mean squared error per atom (eV²).
-        forces_weight: Weight of the force term, mean squared component error (eV²/Å²).
-        validation_fraction: Fraction of labels held out for early stopping (0 disables it).
-        min_validation_labels: Hold labels out only from this many labels on: with fewer,
-            a validation set of one or two structures is noise, and every label is needed
-            for training.
-        patience: Stop after this many epochs without a better validation loss (per member).
-        lr_patience: Halve the learning rate after this many epochs without improvement.
-        min_lr: Learning rate floor.
-        bootstrap: Resample labels per member (else members differ by seed only).
-        seed: Seed of the split, the resamples, the batch order and re-initialisation.
-        warm_start: Keep the optimizer state between calls (weights are always kept unless
-            ``reinitialise``).
-        reinitialise: Draw fresh weights before training (PAL's retrain-from-scratch).
-        refit_e0: Refit the E0s and the energy scale from the labels of this call (they
-            are always fitted on the first call).
-        dtype: ``"float32"``/``"float64"`` to convert the committee before training;
-            ``None`` keeps its dtype.
-    """
-
-    max_epochs: int = 1000
-    max_steps: int | None = 800
-    lr: float = 1e-2
-    schedule: str = "cosine"
-    batch_size: int = 4
-    energy_weight: float = 1.0
-    forces_weight: float = 10.0
-    validation_fraction: float = 0.1
-    min_validation_labels: int = 20
-    patience: int = 50
-    lr_patience: int = 8
-    min_lr: float = 1e-4
-    bootstrap: bool = True
-    seed: int = 0
-    warm_start: bool = True
-    reinitialise: bool = False
-    refit_e0: bool = False
-    dtype: str | None = None
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}"),
-            (
-                self.max_steps is None or self.max_steps >= 1,
-                f"max_steps must be >= 1 or None, got {self.max_steps}",
-            ),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (
-                self.energy_weight >= 0
-                and self.forces_weight >= 0
-                and self.energy_weight + self.forces_weight > 0,
-                "energy_weight and forces_weight must be >= 0 and not both 0",
-            ),
-            (
-                0 <= self.validation_fraction < 1,
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction}",
-            ),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.lr_patience >= 1, f"lr_patience must be >= 1, got {self.lr_patience}"),
-            (
-                self.schedule in ("cosine", "plateau"),
-                f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}",
-            ),
-            (
-                self.min_validation_labels >= 2,
-                f"min_validation_labels must be >= 2, got {self.min_validation_labels}",
-            ),
-            (0 < self.min_lr <= self.lr, "min_lr must be in (0, lr]"),
-            (
-                self.dtype in (None, "float32", "float64"),
-                f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-
-def _labels(structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
-    energies, forces = [], []
-    for k, atoms in enumerate(structures):
-        if atoms.calc is None:
-            raise ValueError(f"label {k} has no calculator with energy and forces attached")
-        e = float(atoms.get_potential_energy())
-        f = np.asarray(atoms.get_forces(), dtype=float)
-        if not (np.isfinite(e) and np.all(np.isfinite(f))):
-            raise ValueError(f"label {k} has non-finite energy or forces")
-        energies.append(e)
-        forces.append(f)
-    return np.asarray(energies), forces
-
-
-def fit_e0(counts: np.ndarray, energies: np.ndarray) -> np.ndarray:
-    """Least-squares E0 per species: ``energies ≈ counts @ e0``.
-
-    Args:
-        counts: Atoms of each species per structure. Shape: ``[n_structures, n_species]``.
-        energies: Total energies in eV. Shape: ``[n_structures]``.
-
-    Returns:
-        E0 in eV per species (0 for species absent from the data). Shape: ``[n_species]``.
-    """
-    e0 = np.zeros(counts.shape[1])
-    present = counts.sum(axis=0) > 0
-    if present.any():
-        sol, *_ = np.linalg.lstsq(counts[:, present].astype(float), energies, rcond=None)
-        e0[present] = sol
-    return e0
 
 
 class CommitteeTrainer:
@@ -214,7 +89,7 @@ class CommitteeTrainer:
         if s.dtype is not None:
             cm.to(dtype=s.dtype)
         labels = list(labels)
-        energies, forces = _labels(labels)
+        energies, forces = label_arrays(labels)
         species = [cm.species.indices(a, what=f"label {k}") for k, a in enumerate(labels)]
         n = len(labels)
         rng = np.random.default_rng([s.seed, n, self._calls])
@@ -239,6 +114,8 @@ class CommitteeTrainer:
         opt = self._optimizer
         for group in opt.param_groups:
             group["lr"] = s.lr
+        params = model.member_parameters(sel)
+        ema = EMA(params, s.ema_decay) if s.ema_decay is not None else None
 
         boot = np.ones((len(sel), n))
         if s.bootstrap:
@@ -258,7 +135,7 @@ class CommitteeTrainer:
         for epoch in range(s.max_epochs):
             extra = list(more_labels()) if more_labels is not None else []
             if extra:
-                new_e, new_f = _labels(extra)
+                new_e, new_f = label_arrays(extra)
                 for k, a in enumerate(extra):
                     cm.species.indices(a, what=f"new label {k}")
                 new_idx = np.arange(len(labels), len(labels) + len(extra))
@@ -290,6 +167,8 @@ class CommitteeTrainer:
                 opt.zero_grad(set_to_none=True)
                 loss_m.sum().backward()
                 opt.step()
+                if ema is not None:
+                    ema.update()
                 losses.append(loss_m.detach().cpu().numpy())
                 step += 1
                 if s.max_steps is not None and step >= s.max_steps:
@@ -303,15 +182,17 @@ class CommitteeTrainer:
                 "members": sel,
             }
             if n_val:
-                val = self.evaluate([labels[i] for i in val_idx], members=sel)
+                with ema.applied() if ema is not None else contextlib.nullcontext():
+                    val = self.evaluate([labels[i] for i in val_idx], members=sel)
+                    best_now = [self._member_state(m) for m in sel]
                 record.update(val)
                 total = float(np.sum(val["val_loss"]))
                 # Shared mode: members share the backbone, so they stop and restore together.
                 scores = [total] * len(sel) if model.mode == "shared" else val["val_loss"]
-                for c, m in enumerate(sel):
+                for c in range(len(sel)):
                     if scores[c] < best[c]:
                         best[c], stale[c] = scores[c], 0
-                        best_state[c] = self._member_state(m)
+                        best_state[c] = best_now[c]
                     else:
                         stale[c] += 1
                 if total < best_total:
@@ -328,6 +209,8 @@ class CommitteeTrainer:
                 break
             if s.max_steps is not None and step >= s.max_steps:
                 break
+        if ema is not None:
+            ema.copy_to_params()  # the average is the result (unless a best state wins)
         for c, m in enumerate(sel):
             if best_state[c] is not None:
                 self._restore_member(m, best_state[c])
@@ -361,7 +244,7 @@ class CommitteeTrainer:
         """Per-member validation loss and MAEs (energy eV/atom, forces eV/Å) on ``labels``."""
         cm = self.committee
         sel = list(range(cm.n_members)) if members is None else list(members)
-        energies, forces = _labels(labels)
+        energies, forces = label_arrays(labels)
         idx = np.arange(len(labels))
         out: dict[str, list[list[float]]] = {
             "val_loss": [],
