@@ -75,6 +75,7 @@ def oracle_md_frames(oracle: Any, frames: list[Atoms], config: MDRunConfig) -> l
             friction=0.02 / units.fs,
             rng=rng,
             comm=local_comm(),
+            fixcm=False,  # ASE >= 3.28: fixcm=True is deprecated (biased NVT)
         )
         for _ in range(config.test_per_frame):
             dyn.run(stride)

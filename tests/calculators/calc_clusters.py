@@ -84,7 +84,12 @@ def md_frames(
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     dyn = Langevin(
-        atoms, timestep_fs * units.fs, temperature_K=temperature_K, friction=0.02, rng=rng
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K=temperature_K,
+        friction=0.02,
+        rng=rng,
+        fixcm=False,  # ASE >= 3.28: fixcm=True is deprecated (biased NVT)
     )
     frames = []
     for _ in range(n_frames):
