@@ -6,6 +6,11 @@ potentials automatically: with a def2 basis, every element from Rb (Z = 37) on u
 def2 ECP of the same name (PySCF would otherwise silently run all-electron). The ECP
 rule is part of the settings (and so of the hash); the elements that used an ECP and the
 electrons it replaced are stated in each label's ``atoms.info``.
+
+The SCF runs DIIS and, when that fails, a second-order solver from where DIIS stopped;
+only a converged aufbau solution becomes a label (:mod:`pal_atoms.oracles._pyscf_scf`).
+Fermi smearing is opt-in (``smearing_sigma_Eh``): it turns the energy into the Mermin
+free energy, so it is hashed, stated in ``atoms.info`` and never switched on by a retry.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
+from pal_atoms.oracles._pyscf_scf import SCFReport, solve
 from pal_atoms.oracles.base import (
     Oracle,
     SCFNotConverged,
@@ -39,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: def2 ECPs start at Rb.
 ECP_MIN_Z = 37
+#: Initial guesses PySCF builds from the molecule alone (``chk`` needs a file).
+INIT_GUESSES = frozenset({"minao", "atom", "huckel", "mod_huckel", "1e", "hcore", "vsap", "sap"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,9 +65,20 @@ class PySCFSettings:
         charge: Total charge in e; ``None`` reads ``atoms.info['charge']`` (default 0).
         multiplicity: Spin multiplicity 2S+1 (PySCF's ``spin`` + 1); ``None`` reads
             ``atoms.info`` or takes the lowest possible.
-        max_cycle: Most SCF cycles before the label is ``unconverged``.
+        max_cycle: Most DIIS cycles; the second-order stage gets at most
+            ``min(max_cycle, 50)`` macro iterations before the label is ``unconverged``.
         conv_tol_Eh: SCF energy convergence threshold in Hartree.
-        level_shift_Eh: Virtual-orbital level shift in Hartree (0: none).
+        level_shift_Eh: Virtual-orbital level shift in Hartree (0: none) for DIIS.
+        init_guess: PySCF initial guess (``"minao"``, ``"atom"``, ``"huckel"``, ...).
+        diis_space: Fock matrices DIIS extrapolates from.
+        damping: Fraction of the previous Fock matrix mixed in, in [0, 1) (0: none).
+        second_order: ``"fallback"``: a second-order (Newton) SCF continues from the
+            DIIS orbitals when DIIS fails; ``"always"``: Newton from the initial guess;
+            ``"never"``: DIIS only.
+        smearing_sigma_Eh: Fermi-Dirac smearing width in Hartree (0: integer
+            occupations). When > 0 the energy is the Mermin free energy ``E - sigma*S``,
+            consistent with the forces; there is no second-order stage (PySCF has none
+            for fractional occupations).
         grid_level: DFT integration grid level (0-9).
         use_gpu: ``"auto"``: GPU4PySCF when importable and a GPU is present; ``True``:
             require it; ``False``: CPU.
@@ -75,9 +94,14 @@ class PySCFSettings:
     reference: Literal["auto", "RKS", "UKS"] = "auto"
     charge: int | None = None
     multiplicity: int | None = None
-    max_cycle: int = 100
+    max_cycle: int = 50
     conv_tol_Eh: float = 1e-9
     level_shift_Eh: float = 0.0
+    init_guess: str = "minao"
+    diis_space: int = 8
+    damping: float = 0.0
+    second_order: Literal["fallback", "always", "never"] = "fallback"
+    smearing_sigma_Eh: float = 0.0
     grid_level: int = 3
     use_gpu: bool | Literal["auto"] = "auto"
     max_memory_MB: int = 4000
@@ -95,7 +119,7 @@ class PySCFSettings:
             raise ConfigError(f"multiplicity must be >= 1, got {mult}")
         if self.reference == "RKS" and mult is not None and mult != 1:
             raise ConfigError(f"reference 'RKS' needs multiplicity 1, got {mult}")
-        for name in ("max_cycle", "max_memory_MB"):
+        for name in ("max_cycle", "max_memory_MB", "diis_space"):
             value = as_int_or_none(name, getattr(self, name))
             if value is None or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -107,6 +131,23 @@ class PySCFSettings:
         check_finite_positive("min_distance_A", self.min_distance_A, allow_zero=True)
         if self.use_gpu not in (True, False, "auto"):
             raise ConfigError(f"use_gpu must be True, False or 'auto', got {self.use_gpu!r}")
+        self._check_scf_solver()
+
+    def _check_scf_solver(self) -> None:
+        check_finite_positive("smearing_sigma_Eh", self.smearing_sigma_Eh, allow_zero=True)
+        check_finite_positive("damping", self.damping, allow_zero=True)
+        if self.damping >= 1:
+            raise ConfigError(f"damping must be in [0, 1), got {self.damping}")
+        if self.init_guess not in INIT_GUESSES:
+            raise ConfigError(
+                f"init_guess must be one of {sorted(INIT_GUESSES)}, got {self.init_guess!r}"
+            )
+        if self.second_order not in ("fallback", "always", "never"):
+            raise ConfigError(
+                f"second_order must be 'fallback', 'always' or 'never', got {self.second_order!r}"
+            )
+        if self.smearing_sigma_Eh > 0 and self.second_order == "always":
+            raise ConfigError("second_order='always' cannot run with smearing_sigma_Eh > 0")
 
     @property
     def ecp_name(self) -> str | None:
@@ -149,7 +190,8 @@ class PySCF(Oracle):
             (``PySCF(functional="PBE", basis="def2-SVP", charge=-2)``).
 
     Raises:
-        SCFNotConverged: ``mf.converged`` is False after ``max_cycle`` cycles.
+        SCFNotConverged: neither DIIS nor the second-order stage converged, or the
+            solution is not aufbau (an excited state).
         OracleSetupError: PySCF missing, or ``use_gpu=True`` without a usable GPU.
     """
 
@@ -161,6 +203,8 @@ class PySCF(Oracle):
     )
     supports_pbc: ClassVar[bool] = False
     config: PySCFSettings
+    #: What the most recent SCF of this instance did (``None`` before the first).
+    last_scf: SCFReport | None = None
 
     @property
     def method(self) -> str:
@@ -215,7 +259,7 @@ class PySCF(Oracle):
                 ) from None
 
     def describe(self, atoms: Atoms) -> dict[str, Any]:
-        """Charge, multiplicity, the ECP per element and the backend (CPU or GPU)."""
+        """Charge, multiplicity, the ECP per element, the backend and any smearing."""
         info = super().describe(atoms)
         ecps = self.ecp_for(atoms)
         if ecps:
@@ -223,15 +267,31 @@ class PySCF(Oracle):
             mol = self._molecule(atoms, info["charge"], info["multiplicity"])
             info["ecp_core_electrons"] = int(sum(mol.atom_nelec_core(i) for i in range(len(atoms))))
         info["backend"] = "gpu4pyscf" if self._use_gpu_resolved() else "pyscf"
+        if self.config.smearing_sigma_Eh > 0:  # the label's energy is not E but E - TS
+            info["smearing"] = f"fermi {self.config.smearing_sigma_Eh:g} Eh"
+            info["energy_kind"] = "Mermin free energy E - sigma*S"
         return info
 
     def relaxed(self, policy: RetryPolicy, attempt: int) -> Oracle | None:
-        """Level shift plus ``policy.level_shift_Eh`` and more SCF cycles for a retry."""
+        """Settings for retry number ``attempt``, escalating from the original ones.
+
+        Every retry adds ``policy.level_shift_Eh * attempt`` of level shift and
+        multiplies the DIIS cycles by ``policy.iterations_factor**attempt`` (a level
+        shift damps the charge sloshing of small-gap clusters); from the second retry on,
+        DIIS is also damped by 0.5 and starts from the superposition of atomic densities
+        (``"atom"``), a different start that can reach another basin. The second-order
+        fallback stays as configured; smearing is never switched on, since it would
+        change what the energy means.
+        """
         cfg = self.config
-        return self.with_settings(
-            level_shift_Eh=cfg.level_shift_Eh + policy.level_shift_Eh * attempt,
-            max_cycle=round(cfg.max_cycle * policy.iterations_factor**attempt),
-        )
+        changes: dict[str, Any] = {
+            "level_shift_Eh": cfg.level_shift_Eh + policy.level_shift_Eh * attempt,
+            "max_cycle": round(cfg.max_cycle * policy.iterations_factor**attempt),
+        }
+        if attempt >= 2:
+            changes["damping"] = max(cfg.damping, 0.5)
+            changes["init_guess"] = "atom" if cfg.init_guess == "minao" else cfg.init_guess
+        return self.with_settings(**changes)
 
     def _molecule(self, atoms: Atoms, charge: int, multiplicity: int) -> Any:
         pyscf = _import_pyscf()
@@ -267,25 +327,55 @@ class PySCF(Oracle):
             mf.grids.level = cfg.grid_level
         if cfg.density_fit:
             mf = mf.density_fit(auxbasis=cfg.auxbasis)
-        mf.max_cycle = cfg.max_cycle
+        if cfg.smearing_sigma_Eh > 0:
+            if not hasattr(mf, "smearing"):
+                raise OracleSetupError(f"{package} offers no Fermi smearing for this SCF")
+            # fix_spin keeps the requested multiplicity (one Fermi level per spin).
+            mf = mf.smearing(sigma=cfg.smearing_sigma_Eh, method="fermi", fix_spin=unrestricted)
         mf.conv_tol = cfg.conv_tol_Eh
         mf.level_shift = cfg.level_shift_Eh
+        mf.init_guess = cfg.init_guess
+        mf.diis_space = cfg.diis_space
+        mf.damp = cfg.damping
         mf.verbose = 0
         return mf
 
     def _compute(self, atoms: Atoms, *, want_stress: bool) -> dict[str, Any]:
+        cfg = self.config
         charge, multiplicity = self.charge_and_multiplicity(atoms)
         mol = self._molecule(atoms, charge, multiplicity)
-        mf = self._mean_field(mol, multiplicity)
-        energy_Eh = float(mf.kernel())
-        if not mf.converged:
-            raise SCFNotConverged(
-                f"PySCF {self.method} SCF not converged in {self.config.max_cycle} cycles "
-                f"(last energy {energy_Eh:.8f} Eh)"
+        mf, report = solve(
+            self._mean_field(mol, multiplicity),
+            second_order=cfg.second_order,
+            max_cycle=cfg.max_cycle,
+            smeared=cfg.smearing_sigma_Eh > 0,
+        )
+        self.last_scf = report
+        if not report.converged:
+            stages = f"{report.diis_cycles} DIIS"
+            if report.second_order_cycles:
+                stages += f" + {report.second_order_cycles} second-order"
+            what = (
+                f"not converged in {cfg.max_cycle} cycles"
+                if report.reason == "not converged"
+                else report.reason
             )
+            raise SCFNotConverged(
+                f"PySCF {self.method} SCF {what} ({stages} cycles run; "
+                f"last energy {report.energy_Eh:.8f} Eh)"
+            )
+        logger.debug(
+            "PySCF %s: %d DIIS + %d second-order cycles, %.1f s",
+            self.method,
+            report.diis_cycles,
+            report.second_order_cycles,
+            report.wall_s,
+        )
         gradient = mf.nuc_grad_method().kernel()
         gradient = gradient.get() if hasattr(gradient, "get") else gradient  # cupy -> numpy
+        energy_eV = report.energy_Eh * Hartree
         return {
-            "energy": energy_Eh * Hartree,
+            "energy": energy_eV,  # the free energy when smeared: the forces are its gradient
+            "free_energy": energy_eV,
             "forces": -np.asarray(gradient, dtype=float) * Hartree / Bohr,
         }
