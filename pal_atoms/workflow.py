@@ -53,7 +53,8 @@ class Summary:
         wall_time_s: Wall time in s.
         timings_s: Busy time per kernel in s (prediction, oracle, training, store).
         committee_path: Folder of the last committee checkpoint (``None`` without one).
-        test_force_mae: Held-out force MAE in eV/Å after each training round.
+        test_force_mae: ``(labels, MAE)`` pairs: held-out force MAE in eV/Å of the starting
+            committee (at 0 labels of this run), then after each training round.
     """
 
     labels_ok: int = 0
@@ -349,6 +350,7 @@ class ActiveLearning:
             self.run_dir / "metrics.jsonl" if self.run_dir else None,
             progress=Progress(interval_s=self.settings.metrics_interval_s),
         )
+        self._baseline()
         old_handlers = self.install_signal_handlers()
         t_start = time.monotonic()
         last_ckpt = last_metrics = t_start
@@ -385,6 +387,11 @@ class ActiveLearning:
             store.close()
         logger.info("run ended: %s", self.summary.stop_reason)
         return self.summary
+
+    def _baseline(self) -> None:
+        """Held-out error of the starting committee: the first point of the learning curve."""
+        if self.test_set:
+            self.summary.test_force_mae.append((0, force_mae(self.committee, self.test_set)))
 
     def cancel_queue(self, store: LabelStore) -> None:
         """Record every queued structure as ``cancelled`` (nothing selected is lost)."""

@@ -1,27 +1,35 @@
 """The controller rank: routes predictions, judges them, feeds oracles and trainers.
 
 Event-driven: the controller reacts to whatever message arrives first (``Iprobe`` with a
-backing-off sleep when idle), so a slow generator never gates the others, each selected
-structure goes to the first free oracle at once, and new weights reach the prediction
-ranks as soon as a training round ends. Only the controller writes the label store.
+backing-off sleep when idle), so a slow generator rank never gates the others (the
+generators sharing one rank advance together, see
+:class:`~pal_atoms.mpi.generators.BatchingClient`), each selected structure goes to the first
+free oracle at once, and new weights reach the prediction ranks as soon as a training
+round ends. Only the controller writes the label store.
 Outgoing messages are non-blocking (``Isend``), so the controller never waits on a rank
 that is itself sending to it.
+
+Predictions are routed in bulk: a generator rank sends the structures of all its
+generators in one PREDICT message; the controller handles everything that has arrived
+before it dispatches, forwards the structure records unchanged to free prediction ranks
+(up to :data:`MAX_BATCH` per batch), judges each prediction, and answers every request
+with one RESULT message holding the prediction records in request order, each with its
+verdict written in.
 """
 
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ase import Atoms
 
 from pal_atoms.errors import FailureBudgetExceeded
 from pal_atoms.label import Label, LabelStatus
 from pal_atoms.metrics import MetricsLog
+from pal_atoms.mpi.accounting import RankAccounting, rss_mb
 from pal_atoms.mpi.codec import (
     decode_predictions,
     encode_labels,
@@ -36,6 +44,7 @@ from pal_atoms.mpi.comm import Backoff, Message, Tag, probe
 from pal_atoms.mpi.layout import Layout, Role
 from pal_atoms.oracle_queue import Candidate
 from pal_atoms.protocols import Verdict
+from pal_atoms.selection import score
 from pal_atoms.store import LabelStore
 
 if TYPE_CHECKING:
@@ -66,16 +75,6 @@ class _Request:
         self.missing = n
 
 
-def _rss_mb() -> float | None:
-    """Resident memory of this process in MiB (``None`` where ``/proc`` is missing)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * resource.getpagesize() / 2**20
-
-
 class MPIController:
     """State and event loop of the controller rank (see the module docstring)."""
 
@@ -103,6 +102,7 @@ class MPIController:
         self.stopping = False
         self.generator_states: dict[str, Any] = {}
         self.gen_finished: set[int] = set()
+        self.accounting = RankAccounting(layout.roles(size))
 
     # -- sending ------------------------------------------------------------------------------
     def _isend(self, array: np.ndarray, dest: int, tag: Tag) -> None:
@@ -122,6 +122,7 @@ class MPIController:
         if tag is Tag.PREDICT:
             if not self.stopping:
                 records = structure_records(msg.payload)
+                self.accounting.steps(src, len(records))
                 req = _Request(len(records))
                 self.requests.setdefault(src, deque()).append(req)
                 self.pending += [(src, req, i, r) for i, r in enumerate(records)]
@@ -134,9 +135,10 @@ class MPIController:
                 self._isend(msg.payload, p, Tag.WEIGHTS)
         elif tag is Tag.RESCORE_RESULT:
             cands = self.rescoring.pop(src)
-            key = getattr(self.al.selection, "key", "max_force_std")
+            self.accounting.idle(src)
+            rule = self.al.selection
             new = {
-                c.order: float(r[key])
+                c.order: score(rule, r)
                 for c, (r, _) in zip(cands, decode_predictions(msg.payload), strict=True)
             }
             self.al.queue.reprioritise(new, keep_below=getattr(self.al.selection, "lower", 0.0))
@@ -150,6 +152,7 @@ class MPIController:
 
     def _on_predictions(self, src: int, payload: np.ndarray) -> None:
         batch = self.in_flight.pop(src)
+        self.accounting.idle(src)
         self.free_pred.append(src)
         al = self.al
         touched: set[int] = set()
@@ -171,11 +174,13 @@ class MPIController:
         while queue and queue[0].missing == 0:
             req = queue.popleft()
             if not self.stopping:
-                self._isend(np.concatenate(req.replies), g, Tag.RESULT)  # type: ignore[arg-type]
+                replies = [r for r in req.replies if r is not None]  # all, once complete
+                self._isend(np.concatenate(replies), g, Tag.RESULT)
 
     def _on_label(self, src: int, control: dict[str, Any], store: LabelStore) -> None:
         cand, t_sent = self.busy_oracles.pop(src)
         self.oracle_busy_s += time.perf_counter() - t_sent
+        self.accounting.idle(src)
         self.free_oracles.append(src)
         atoms = cand.atoms.copy()
         atoms.info.update(control.get("info", {}))
@@ -207,6 +212,7 @@ class MPIController:
     def _on_log(self, src: int, info: dict[str, Any]) -> None:
         event = info.get("event")
         if event == "trained":
+            self.accounting.add_busy(src, float(info["time_s"]))
             self.al.summary.training_rounds += 1
             logger.info(
                 "training rank %d: round %d on %d labels in %.1f s",
@@ -216,6 +222,9 @@ class MPIController:
                 info["time_s"],
             )
             self._rescore()
+        elif event == "baseline":
+            self.al.summary.test_force_mae.insert(0, (0, info["test_force_mae"]))
+            logger.info("starting committee: held-out force MAE %.4f eV/Å", info["test_force_mae"])
         elif event == "checkpoint":
             self.al.summary.committee_path = info["path"]
             if "test_force_mae" in info:
@@ -236,6 +245,7 @@ class MPIController:
         p = self.free_pred.popleft()
         cands = list(self.al.queue)
         self.rescoring[p] = cands
+        self.accounting.busy(p)
         self._isend(
             encode_structures([(c.atoms, c.generator_id, c.step) for c in cands]), p, Tag.RESCORE
         )
@@ -247,6 +257,7 @@ class MPIController:
             p = self.free_pred.popleft()
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.in_flight[p] = batch
+            self.accounting.busy(p)
             self._isend(np.concatenate([rec for *_, rec in batch]), p, Tag.BATCH)
         while self.al.labelling and self.al.queue and self.free_oracles:
             o = self.free_oracles.popleft()
@@ -258,6 +269,7 @@ class MPIController:
                 ]
             )
             self.busy_oracles[o] = (cand, time.perf_counter())
+            self.accounting.busy(o)
             self._isend(buf, o, Tag.LABEL)
 
     # -- main loop ----------------------------------------------------------------------------
@@ -328,7 +340,8 @@ class MPIController:
         busy_now = sum(time.perf_counter() - t for _, t in self.busy_oracles.values())
         record["oracle_busy_fraction"] = (self.oracle_busy_s + busy_now) / max(elapsed_s * n, 1e-9)
         record["pending_predictions"] = len(self.pending)
-        record["controller_rss_MB"] = _rss_mb()
+        record["controller_rss_MB"] = rss_mb()
+        record["ranks"] = self.accounting.metrics(elapsed_s)
         return record
 
     def _pump(self, store: LabelStore, until: Any, timeout_s: float | None = None) -> None:

@@ -108,6 +108,12 @@ def node_local_rank(comm: Any) -> int:
     """This rank's index among the ranks on its node (collective: call on every rank)."""
     from mpi4py import MPI
 
+    from pal_atoms.mpi.comm import quiet_barrier
+
+    # Split_type is a blocking collective, and MPICH spins in it: the ranks that finished
+    # their imports first would burn the cores the slower ones need to finish theirs
+    # (start-up of 74 oversubscribed ranks on 2 cores took ~10 s). Meet quietly first.
+    quiet_barrier(comm)
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         return int(local.Get_rank())

@@ -29,7 +29,8 @@ CONTROLLER = 0
 def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per role)
     """Run ``al`` on ``al.comm``; rank 0 returns the run's summary, others their own."""
     from pal_atoms.mpi.controller import MPIController
-    from pal_atoms.mpi.ranks import generator_rank, oracle_rank, prediction_rank
+    from pal_atoms.mpi.generators import generator_rank
+    from pal_atoms.mpi.ranks import oracle_rank, prediction_rank
     from pal_atoms.mpi.training import training_rank
     from pal_atoms.workflow import Summary
 

@@ -50,6 +50,11 @@ def test_labels_arrive_with_provenance_and_the_committee_improves(tmp_path):
     assert (run / "committee" / "metadata.json").exists() or any((run / "committee").iterdir())
     metrics = read_metrics(run / "metrics.jsonl")
     assert metrics[-1]["final"] and "oracle_busy_fraction" in metrics[-1]
+    ranks = metrics[-1]["ranks"]  # per-rank observability: the 5 worker ranks of 6
+    roles = sorted(r["role"] for r in ranks.values())
+    assert roles == ["generator", "generator", "oracle", "prediction", "training"]
+    assert all(0 <= r["busy_fraction"] <= 1 for r in ranks.values() if "busy_fraction" in r)
+    assert sum(r.get("steps", 0) for r in ranks.values()) > 0
     assert json.loads((run / "generators.json").read_text()).keys() == {"0", "1"}
 
 
