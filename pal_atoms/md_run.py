@@ -328,6 +328,11 @@ def run_md(
                 raise
             error = str(exc)
     if comm is not None and size > 1:
+        from pal_atoms.mpi.comm import quiet_barrier
+
+        # Rank 0 prepares alone for minutes (test set, bootstrap, first training); MPICH's
+        # blocking bcast would make every other rank spin meanwhile and steal its cores.
+        quiet_barrier(comm)
         error = comm.bcast(error, root=0)  # every rank stops with the same message
         if error is not None:
             raise InputError(error)
