@@ -89,7 +89,7 @@ class MDRunConfig:
     temperature_K: float = 600.0
     timestep_fs: float = 2.0
     steps: int = 1000
-    max_labels: int = 48
+    max_labels: int = 96
     time_limit_s: float | None = 300.0
     lower: float = 0.04
     upper: float = 0.4
