@@ -136,6 +136,10 @@ def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
     assert np.isfinite(summary["final_test_force_mae"])
     assert (out / "metrics.jsonl").read_text().strip()
     assert json.loads((out / "config.json").read_text())["committee"] == 2
+    # Figures of the run (labels over time, uncertainty, learning curve, parity).
+    assert main(["plot", str(out)]) == 0
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert len(pngs) >= 3 and all(p.stat().st_size > 1000 for p in pngs), pngs
     # A second run into the same directory needs --resume.
     assert main(argv) == 2
     # --resume continues the stopped run.
