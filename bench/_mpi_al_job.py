@@ -16,6 +16,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import _standins as s  # bench/ is sys.path[0] (mpi4py's runner sets it like python does)
 import numpy as np
@@ -74,6 +75,21 @@ def measure_window(al: ActiveLearning, warmup_s: float, measure_s: float) -> dic
     return window
 
 
+def committee_and_selection(args: argparse.Namespace, rank: int) -> tuple[Any, Any]:
+    """The zero-cost stand-in and its selection, or a real untrained MACE committee."""
+    if args.committee == "zero":
+        return s.ZeroCommittee(seed=rank), s.selection_for_fraction(args.uncertain_fraction)
+    from pal_atoms.calculators import CommitteeCalculator
+
+    from pal_atoms.selection import TrustWindow
+
+    committee = CommitteeCalculator.create(
+        "mace", elements=["H", "C", "O"], n_members=4, mode=args.committee_mode, device="cpu"
+    )
+    # An untrained committee's uncertainty is arbitrary: label nothing, trust everything.
+    return committee, TrustWindow(key="max_force_std", lower=1e6, upper=1e7)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out", type=Path)
@@ -87,6 +103,13 @@ def main() -> None:
     p.add_argument("--measure", type=float, default=5.0, help="s measured after the warm-up")
     p.add_argument("--time-limit", type=float, default=600.0, help="safety limit, s")
     p.add_argument("--queue-cap", type=int, default=64)
+    p.add_argument(
+        "--committee",
+        choices=("zero", "mace"),
+        default="zero",
+        help="zero-cost stand-in, or a real untrained 4-member MACE committee (H, C, O)",
+    )
+    p.add_argument("--committee-mode", choices=("full", "shared"), default="full")
     p.add_argument("--profile", type=Path, default=None, help="cProfile every rank to DIR")
     args = p.parse_args()
 
@@ -97,13 +120,14 @@ def main() -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="pal-bench-")) if rank == 0 else None
     run_dir = Path(comm.bcast(str(run_dir) if run_dir else None, root=0))
     factory = s.trivial_generators if args.kind == "trivial" else s.md_generators
+    committee, selection = committee_and_selection(args, rank)
     al = ActiveLearning(
-        committee=s.ZeroCommittee(seed=rank),
+        committee=committee,
         oracle=s.sleep_oracle(args.oracle_sleep_ms),
         generators=factory(args.generators),
         store=run_dir / "labels.h5",
         trainer=None,
-        selection=s.selection_for_fraction(args.uncertain_fraction),
+        selection=selection,
         settings=WorkflowSettings(
             max_labels=10**9,
             time_limit_s=args.time_limit,

@@ -33,6 +33,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -409,6 +410,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="result name under bench/results (no suffix)")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="NAME",
+        help="no runs: combine the seeds of bench/results/NAME.json files (e.g. one seed "
+        "per core, run side by side) into --out, with its table and plot",
+    )
     args = ap.parse_args()
     q = args.quick
     args.seeds = args.seeds or ([0] if q else [0, 1, 2])
@@ -423,8 +431,39 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def merge(names: list[str], out: str) -> None:
+    """Combine per-seed results of runs with the same settings into one result."""
+    parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    first = parts[0]
+    for other in parts[1:]:
+        for key in ("system", "counts", "trainer_settings", "al_settings", "test_set"):
+            if other[key] != first[key]:
+                raise SystemExit(f"cannot merge: {key} differs between {names}")
+    result = dict(first)
+    result["per_seed"] = {k: v for p in parts for k, v in p["per_seed"].items()}
+    result["seeds"] = sorted(int(k) for k in result["per_seed"])
+    result["merged_from"] = [
+        {"name": n, "command": p["command"]} for n, p in zip(names, parts, strict=True)
+    ]
+    result["complete"] = all(p.get("complete") for p in parts)
+    result["wall_s"] = max(p.get("wall_s", 0.0) for p in parts)
+    result["summary"] = summarise(result["per_seed"])
+    path = write_json(out, result)
+    print(report(result["summary"]))
+    plot(
+        result["summary"],
+        RESULTS / f"{out}.png",
+        f"{first['system']}: fresh {first['committee']['members']}-member MACE committee per "
+        f"point, {len(result['seeds'])} seed(s), test {first['test_set']['n']} xTB frames",
+    )
+    print(f"wrote {path} and {out}.png")
+
+
 def main() -> None:
     args = parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
 
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -18,7 +18,11 @@ What the numbers mean:
   this is also roughly the period of one generator's steps. PAL's 4.27 ms is this kind of
   number: one synchronous step of all 89 generators (communication + propagation).
 
-Usage: ``python bench/messaging.py [--quick] [--plot]`` (writes
+Also (item 2) the predictions per second a real, untrained 4-member MACE committee
+(full and shared-backbone) serves to 89 generators through the same stack
+(``--served-only`` runs just that).
+
+Usage: ``python bench/messaging.py [--quick] [--plot] [--served-only]`` (writes
 bench/results/messaging.json, and messaging.png with ``--plot``). Before/after a change:
 ``python bench/messaging.py --quick --messaging-only --pythonpath OLD --name messaging_before``
 with ``OLD`` a folder holding an older ``pal_atoms`` package.
@@ -84,9 +88,13 @@ def al_job(
     fraction: float = 0.0,
     warmup: float = 1.0,
     measure: float = 5.0,
+    committee: str = "zero",
+    committee_mode: str = "full",
+    prediction_ranks: int = 1,
 ) -> dict[str, Any]:
     """One job; returns the row of the table with everything measured."""
-    size = 1 + 1 + oracle_ranks + gen_ranks  # controller, prediction, oracles, generators
+    # controller, prediction, oracles, generators
+    size = 1 + prediction_ranks + oracle_ranks + gen_ranks
     r = launch(
         "_mpi_al_job.py",
         size,
@@ -97,6 +105,9 @@ def al_job(
         f"--uncertain-fraction={fraction}",
         f"--warmup={warmup}",
         f"--measure={measure}",
+        f"--committee={committee}",
+        f"--committee-mode={committee_mode}",
+        f"--prediction-ranks={prediction_ranks}",
     )
     w = r["window"]
     steps = w["steps1"] - w["steps0"]
@@ -110,6 +121,9 @@ def al_job(
         "generators": generators,
         "generator_ranks": gen_ranks,
         "oracle_ranks": oracle_ranks,
+        "committee": committee,
+        "committee_mode": committee_mode,
+        "prediction_ranks": prediction_ranks,
         "ranks": size,
         "uncertain_fraction": fraction,
         "oracle_sleep_ms": oracle_sleep_ms,
@@ -206,6 +220,46 @@ def run_messaging(quick: bool, gen_ranks: int, measure: float) -> list[dict[str,
     return rows
 
 
+def run_served(quick: bool, gen_ranks: int, measure: float) -> list[dict[str, Any]]:
+    """Predictions per second a real MACE committee serves to 89 generators (item 2)."""
+    print("\nserved: real 4-member MACE committee, 89 trivial generators (ethanol) ...")
+    cases = [("full", 1), ("shared", 1)] + ([] if quick else [("full", 2), ("shared", 2)])
+    rows = []
+    for mode, pred in cases:
+        row = al_job(
+            89,
+            gen_ranks,
+            committee="mace",
+            committee_mode=mode,
+            prediction_ranks=pred,
+            warmup=3.0,
+            measure=measure,
+        )
+        rows.append(row)
+        print(
+            f"  {mode} committee, {pred} prediction rank(s): "
+            f"{row['steps_per_s']:.0f} predictions/s ({row['ms_per_step']:.2f} ms each)",
+            flush=True,
+        )
+    print(
+        table(
+            ["committee", "prediction ranks", "predictions/s", "ms/prediction", "period ms"],
+            [
+                [
+                    r["committee_mode"],
+                    r["prediction_ranks"],
+                    round(r["steps_per_s"]),
+                    r["ms_per_step"],
+                    r["step_period_per_generator_ms"],
+                ]
+                for r in rows
+            ],
+        ),
+        flush=True,
+    )
+    return rows
+
+
 def run_scale(
     quick: bool, sleep_ms: float, fraction: float, measure: float
 ) -> list[dict[str, Any]]:
@@ -272,6 +326,11 @@ def main() -> None:
     p.add_argument("--oracle-sleep-ms", type=float, default=1000.0, help="scale: label time")
     p.add_argument("--fraction", type=float, default=0.002, help="scale: uncertain fraction")
     p.add_argument("--messaging-only", action="store_true", help="skip the floor and scale")
+    p.add_argument(
+        "--served-only",
+        action="store_true",
+        help="only the real-committee case (predictions/s served to 89 generators)",
+    )
     p.add_argument("--name", default="messaging", help="results file bench/results/NAME.json")
     p.add_argument(
         "--pythonpath",
@@ -296,10 +355,17 @@ def main() -> None:
         "pal_ms_per_step_89": PAL_MS_PER_STEP_89,
         "target_ms_per_step_89": TARGET_MS_PER_STEP_89,
     }
+    if args.served_only:
+        out["served"] = run_served(args.quick, args.gen_ranks, measure)
+        out["total_s"] = time.monotonic() - t_start
+        path = write_json(args.name, out)
+        print(f"\nwrote {path} in {out['total_s']:.0f} s")
+        return
     if not args.messaging_only:
         out["floor"] = run_floor(args.quick)
     out["messaging"] = run_messaging(args.quick, args.gen_ranks, measure)
     if not args.messaging_only:
+        out["served"] = run_served(args.quick, args.gen_ranks, measure)
         out["scale"] = run_scale(args.quick, args.oracle_sleep_ms, args.fraction, measure)
     out["loadavg_after"] = os.getloadavg()
     out["total_s"] = time.monotonic() - t_start

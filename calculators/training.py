@@ -127,8 +127,8 @@ class CommitteeTrainer:
         self._calls += 1
         best = [np.inf] * len(sel)
         best_state: list[Any] = [None] * len(sel)
-        stale = [0] * len(sel)
-        lr_stale, best_total = 0, np.inf
+        best_step = [0] * len(sel)  # step of each member's best validation loss
+        lr_mark, best_total = 0, np.inf  # step of the last improvement or halving
         history: list[dict[str, Any]] = []
         step = 0
         model.train()
@@ -153,14 +153,8 @@ class CommitteeTrainer:
             for start in range(0, len(perm), s.batch_size):
                 batch = perm[start : start + s.batch_size]
                 if s.schedule == "cosine":
-                    planned = s.max_epochs * -(-len(train_idx) // s.batch_size)
-                    if s.max_steps is not None:
-                        planned = min(planned, s.max_steps)
-                    frac = min(1.0, step / max(1, planned))
                     for group in opt.param_groups:
-                        group["lr"] = s.min_lr + 0.5 * (s.lr - s.min_lr) * (
-                            1 + math.cos(math.pi * frac)
-                        )
+                        group["lr"] = self._cosine_lr(step, len(train_idx))
                 loss_m = self._loss(
                     labels, energies, forces, batch, sel, weights=boot[:, batch], training=True
                 )
@@ -191,21 +185,17 @@ class CommitteeTrainer:
                 scores = [total] * len(sel) if model.mode == "shared" else val["val_loss"]
                 for c in range(len(sel)):
                     if scores[c] < best[c]:
-                        best[c], stale[c] = scores[c], 0
+                        best[c], best_step[c] = scores[c], step
                         best_state[c] = best_now[c]
-                    else:
-                        stale[c] += 1
                 if total < best_total:
-                    best_total, lr_stale = total, 0
-                elif s.schedule == "plateau":
-                    lr_stale += 1
-                    if lr_stale >= s.lr_patience:
-                        lr_stale = 0
-                        for group in opt.param_groups:
-                            group["lr"] = max(group["lr"] * 0.5, s.min_lr)
+                    best_total, lr_mark = total, step
+                elif s.schedule == "plateau" and step - lr_mark >= s.lr_patience_steps:
+                    lr_mark = step
+                    for group in opt.param_groups:
+                        group["lr"] = max(group["lr"] * 0.5, s.min_lr)
             history.append(record)
             logger.debug("epoch %d: %s", epoch, record)
-            if n_val and min(stale) >= s.patience:
+            if n_val and step - max(best_step) >= s.patience_steps:
                 break
             if s.max_steps is not None and step >= s.max_steps:
                 break

@@ -62,8 +62,8 @@ class MDRunConfig:
         retrain_size: New labels that start a training round.
         bootstrap_per_frame: Rattled structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
-        train_steps: Optimizer steps per training round (cosine learning-rate decay over
-            them; a round on few labels trains as long as one on many).
+        train_steps: Optimizer steps per training round (a round on few labels trains
+            as long as one on many; the rest of the recipe is ``TrainerSettings``').
         oracle_timeout_s: Kill a label after this many s (runs labels in a child process).
         device: Torch device for the committee (default: CUDA when available).
         np: Processes (MPI ranks); 1 runs every kernel in this process; more starts

@@ -26,7 +26,7 @@ def trained(bi_data):
 
     committee = CommitteeCalculator.create("mace", elements=["Bi"], n_members=4, device="cpu")
     untrained_mae = force_mae(committee, bi_data["test"])
-    trainer = CommitteeTrainer(committee, TrainerSettings(max_epochs=15, patience=10))
+    trainer = CommitteeTrainer(committee, TrainerSettings(max_epochs=15, patience_steps=40))
     history = trainer.train(bi_data["train"])
     return {
         "committee": committee,
