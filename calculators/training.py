@@ -178,15 +178,16 @@ class CommitteeTrainer:
             if n_val:
                 with ema.applied() if ema is not None else contextlib.nullcontext():
                     val = self.evaluate([labels[i] for i in val_idx], members=sel)
-                    best_now = [self._member_state(m) for m in sel]
+                    total = float(np.sum(val["val_loss"]))
+                    # Shared mode: members share the backbone: they stop and restore together.
+                    scores = [total] * len(sel) if model.mode == "shared" else val["val_loss"]
+                    for c, m in enumerate(sel):
+                        if scores[c] < best[c]:
+                            # Copy the (averaged) weights only when they are a new best:
+                            # epochs of few labels are a step or two long.
+                            best[c], best_step[c] = scores[c], step
+                            best_state[c] = self._member_state(m)
                 record.update(val)
-                total = float(np.sum(val["val_loss"]))
-                # Shared mode: members share the backbone, so they stop and restore together.
-                scores = [total] * len(sel) if model.mode == "shared" else val["val_loss"]
-                for c in range(len(sel)):
-                    if scores[c] < best[c]:
-                        best[c], best_step[c] = scores[c], step
-                        best_state[c] = best_now[c]
                 if total < best_total:
                     best_total, lr_mark = total, step
                 elif s.schedule == "plateau" and step - lr_mark >= s.lr_patience_steps:
