@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +161,9 @@ class TimedAL(ActiveLearning):
 
     Attributes:
         label_log: One dict per stored label: its stamps (``t_queued``, ``t_popped``,
-            ``t_label_start``, ``t_label_end``, ``t_record``, ``t_stored``), ``ok`` and
-            the oracle's ``pid``.
+            ``t_label_start``, ``t_label_end``, ``t_record`` (the controller got it),
+            ``t_stored_start`` and ``t_stored`` (its batch's store write)), ``ok`` and the
+            oracle's ``pid``.
         t_budget: When ``labels_ok`` reached ``max_labels`` (``None``: never).
         at_budget: ``training_rounds`` and ``predictions`` at that moment.
     """
@@ -174,27 +175,33 @@ class TimedAL(ActiveLearning):
         self.t_budget: float | None = None
         self.at_budget: dict[str, int] = {}
 
-    def record_label(self, store: LabelStore, label: Label, cand: Candidate) -> None:
+    def record_labels(self, store: LabelStore, items: Sequence[tuple[Label, Candidate]]) -> None:
         t_record = now()
         try:
-            super().record_label(store, label, cand)
+            super().record_labels(store, items)
         finally:
-            info = label.atoms.info
-            entry = {
-                k: float(info[k])
-                for k in ("t_queued", "t_popped", "t_label_start", "t_label_end")
-                if k in info
-            }
-            entry.update(
-                t_record=t_record, t_stored=now(), ok=label.ok, pid=int(info.get("oracle_pid", 0))
-            )
-            self.label_log.append(entry)
-            if self.t_budget is None and self.summary.labels_ok >= self.settings.max_labels:
-                self.t_budget = entry["t_stored"]
-                self.at_budget = {
-                    "training_rounds": self.summary.training_rounds,
-                    "predictions": self.summary.predictions,
+            t_stored = now()
+            for label, _ in items:
+                info = label.atoms.info
+                entry = {
+                    k: float(info[k])
+                    for k in ("t_queued", "t_popped", "t_label_start", "t_label_end")
+                    if k in info
                 }
+                entry.update(
+                    t_record=float(info.get("t_received", t_record)),
+                    t_stored_start=t_record,
+                    t_stored=t_stored,
+                    ok=label.ok,
+                    pid=int(info.get("oracle_pid", 0)),
+                )
+                self.label_log.append(entry)
+                if self.t_budget is None and self.summary.labels_ok >= self.settings.max_labels:
+                    self.t_budget = entry["t_stored"]
+                    self.at_budget = {
+                        "training_rounds": self.summary.training_rounds,
+                        "predictions": self.summary.predictions,
+                    }
 
 
 # -- analysis -------------------------------------------------------------------------------

@@ -30,13 +30,14 @@ these:
 * ``gap``: per oracle, the idle time between finishing one label and starting the next
   when the next was already queued (median), split into ``ret`` (oracle -> controller:
   message and the controller's poll), ``ctrl`` (controller: receipt -> next structure
-  popped for this oracle; today this includes the HDF5 append, ``store``) and ``deliv``
+  popped for this oracle) and ``deliv``
   (controller -> oracle: message and the oracle's poll).
 * ``latency``: selection (queued) -> label stored, median and p95, and the service part
   popped -> stored. With the queue kept full the queued part is waiting for a free oracle.
 
-``--variant dispatch-first`` monkeypatches, in the job only, the fix suggested for the
-idle gap (see :func:`patch_dispatch_first`) and writes ``..._dispatch_first.json``.
+``--variant per-label-store`` monkeypatches, in the job only, the controller as it was
+before labels were stored in batches (see :func:`patch_controller`); ``--variant both``
+runs each case both ways back to back (A/B) and writes ``..._ab.json``.
 """
 
 from __future__ import annotations
@@ -93,38 +94,26 @@ GENERATOR_RANKS = 2
 
 
 # -- the MPI job (every rank) -----------------------------------------------------------------
-def patch_dispatch_first() -> None:
-    """The fix suggested for the idle gap, applied by monkeypatching in this job only.
+def patch_controller(*, per_label_store: bool) -> None:
+    """Stamp each label's receipt on the controller, monkeypatched in this job only.
 
-    1. The controller hands the freed oracle its next structure *before* it appends the
-       finished label to the HDF5 store (``MPIController._on_label`` stores first today).
-    2. The oracle rank's polling backoff restarts after every message (``oracle_rank``
-       never calls ``backoff.reset()``, so after its first idle wait it polls every 2 ms).
+    With ``per_label_store`` the controller also writes each label to the HDF5 store (one
+    flushed append, ~3 ms) as soon as it arrives, as it did before labels were stored in
+    batches (one write per pass of its loop).
     """
-    from pal_atoms.mpi import controller, ranks
+    from _util_timing import now
 
-    recv = ranks.recv
+    from pal_atoms.mpi import controller
 
-    def recv_reset(comm, source=None, tag=None, backoff=None, timeout_s=None):
-        if backoff is not None:
-            backoff.reset()
-        return recv(comm, source, tag, backoff, timeout_s)
-
-    class DispatchFirst(controller.MPIController):
+    class Stamped(controller.MPIController):
         def _on_label(self, src: int, control: dict[str, Any], store: Any) -> None:
-            deferred: list[tuple[Any, Any]] = []
-            self.al.record_label = lambda _store, lab, cand: deferred.append((lab, cand))
-            try:
-                super()._on_label(src, control, store)
-            finally:
-                del self.al.record_label
-            self.dispatch()
-            self._flush_outbox()
-            for lab, cand in deferred:
-                self.al.record_label(store, lab, cand)
+            t_received = now()
+            super()._on_label(src, control, store)
+            self.unstored[-1][0].atoms.info["t_received"] = t_received
+            if per_label_store:
+                self._store_labels(store)
 
-    ranks.recv = recv_reset
-    controller.MPIController = DispatchFirst  # run_mpi imports it at call time
+    controller.MPIController = Stamped  # type: ignore[misc]  # run_mpi imports it late
 
 
 def job(cfg: dict[str, Any], out: Path) -> None:
@@ -137,8 +126,7 @@ def job(cfg: dict[str, Any], out: Path) -> None:
     from pal_atoms.mpi.layout import Layout
     from pal_atoms.settings import WorkflowSettings
 
-    if cfg["variant"] == "dispatch-first":
-        patch_dispatch_first()
+    patch_controller(per_label_store=cfg["variant"] == "per-label-store")
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     run_dir = Path(cfg["run_dir"])
@@ -301,8 +289,10 @@ def analyse(raw: dict[str, Any], n_oracle: int) -> dict[str, Any]:
             k: 1e3 * float(np.median(v)) if v else None for k, v in parts.items()
         },
         "store_append_ms": {
-            k: 1e3 * v for k, v in percentiles([e["t_stored"] - e["t_record"] for e in log]).items()
+            k: 1e3 * v
+            for k, v in percentiles([e["t_stored"] - e["t_stored_start"] for e in log]).items()
         },
+        "labels_per_store_write": len(log) / max(1, len({e["t_stored_start"] for e in log})),
         "queue_wait_s": percentiles([e["t_popped"] - e["t_queued"] for e in log]),
         "latency_s": percentiles([e["t_stored"] - e["t_queued"] for e in log]),
         "service_latency_s": percentiles([e["t_stored"] - e["t_popped"] for e in log]),
@@ -313,7 +303,7 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     """The printed table: one row per case (and variant)."""
     rows = [
         [
-            r["oracle"] + ("" if r["variant"] == "library" else " (fix)"),
+            r["oracle"] + ("" if r["variant"] == "library" else " (old)"),
             f"{r['cost_s']:g}",
             r["n_oracle"],
             f"{1e3 * r['label_s']['p50']:.1f}",
@@ -356,10 +346,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="~10 s per case, 7 cases (~5 min)")
     parser.add_argument(
         "--variant",
-        choices=("library", "dispatch-first", "both"),
+        choices=("library", "per-label-store", "both"),
         default="library",
-        help="dispatch-first: the suggested controller/oracle-rank fix, monkeypatched in the "
-        "job; both: each case with the library and with the fix, back to back (A/B)",
+        help="per-label-store: the controller storing each label on arrival (before batched "
+        "stores), monkeypatched in the job; both: each case both ways, back to back (A/B)",
     )
     parser.add_argument(
         "--cases", nargs="+", metavar="KIND:COST:N", help="only these cases, e.g. sleep:0.5:4"
@@ -372,7 +362,7 @@ def main() -> None:
     cases = QUICK_CASES if args.quick else FULL_CASES
     if args.cases:
         cases = [(k, float(c), int(n)) for k, c, n in (x.split(":") for x in args.cases)]
-    variants = ["library", "dispatch-first"] if args.variant == "both" else [args.variant]
+    variants = ["library", "per-label-store"] if args.variant == "both" else [args.variant]
     duration, max_labels = (10.0, 300) if args.quick else (30.0, 1000)
     results = []
     for kind, cost, n in cases:
@@ -384,7 +374,7 @@ def main() -> None:
     print(summary_table(results))
     bad = [
         f"{r['oracle']} {r['cost_s']:g} s x{r['n_oracle']}"
-        + ("" if r["variant"] == "library" else " (fix)")
+        + ("" if r["variant"] == "library" else " (old)")
         for r in results
         if not r["util"] >= 0.95
     ]

@@ -63,13 +63,22 @@ def main() -> None:
                 dt = time.perf_counter() - t0
             rows.append([mode, m, m / dt, dt / m * 1e3])
             results[mode] = {"records": m, "per_s": m / dt, "ms_per_record": dt / m * 1e3}
-        path = Path(tmp) / "batch.h5"
-        with LabelStore(path) as store:
-            t0 = time.perf_counter()
-            store.append_many(frames, oracle="xtb", method="GFN2-xTB", settings=settings)
-            dt = time.perf_counter() - t0
-        rows.append(["append_many (one flush)", n, n / dt, dt / n * 1e3])
-        results["append_many"] = {"records": n, "per_s": n / dt, "ms_per_record": dt / n * 1e3}
+        # Batches: what the MPI controller writes per pass of its loop (every label that
+        # arrived since the last pass), and append_many of everything at once.
+        for size in (8, 64, n):
+            path = Path(tmp) / f"batch{size}.h5"
+            with LabelStore(path) as store:
+                t0 = time.perf_counter()
+                for start in range(0, n, size):
+                    store.append_batch(
+                        (a, {"oracle": "xtb", "method": "GFN2-xTB", "settings": settings})
+                        for a in frames[start : start + size]
+                    )
+                dt = time.perf_counter() - t0
+            name = "append_many (all at once)" if size == n else f"append_batch of {size}"
+            rows.append([name, n, n / dt, dt / n * 1e3])
+            key = "append_many" if size == n else f"append_batch_{size}"
+            results[key] = {"records": n, "per_s": n / dt, "ms_per_record": dt / n * 1e3}
         path = Path(tmp) / "flush.h5"
         with LabelStore(path, mode="r") as store:
             t0 = time.perf_counter()

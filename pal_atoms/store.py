@@ -4,10 +4,11 @@ One file holds structures of any size and element mix (ragged arrays, no padding
 labels when the oracle succeeded, the status and error text when it did not, and the
 provenance of every record. See :mod:`pal_atoms._h5schema` for the layout.
 
-Durability: every :meth:`LabelStore.append` flushes before it returns, and a record only
-counts once its ``id`` is written (last). A process killed at any point leaves a file that
-opens and holds every record whose ``append`` returned; a half-written record is ignored
-on reading and cut off the next time the store is opened for writing.
+Durability: every append (one record, or a batch with :meth:`LabelStore.append_batch`)
+flushes before it returns, and a record only counts once its ``id`` is written (last). A
+process killed at any point leaves a file that opens and holds every record whose append
+returned; a half-written record is ignored on reading and cut off the next time the store
+is opened for writing.
 
 Example:
     >>> with LabelStore("labels.h5") as store:           # doctest: +SKIP
@@ -21,8 +22,7 @@ import json
 import logging
 import os
 import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -35,38 +35,21 @@ from pal_atoms import __version__
 from pal_atoms._h5schema import (
     DATASETS,
     FORMAT_NAME,
-    LABEL_DTYPE,
-    RECORD_DTYPE,
     RECORD_FIELDS,
     SCHEMA_VERSION,
     STATUS_CODES,
-    STRESS_DTYPE,
     chunk_rows,
 )
 from pal_atoms._store_read import StoreReader
-from pal_atoms.checks import charge_and_multiplicity
-from pal_atoms.errors import InputError, StoreError, StoreFormatError
-from pal_atoms.label import Label, LabelStatus, settings_hash
+from pal_atoms._store_write import PackedRecord, pack, write_batch
+from pal_atoms.errors import StoreError, StoreFormatError
+from pal_atoms.label import Label, LabelStatus
 
 __all__ = ["LabelStore"]
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["a", "r"]
-
-
-def _json_safe(value: Any) -> Any:
-    """Value converted to something JSON can hold, or ``None`` if it cannot."""
-    if isinstance(value, (str, bool, int, float)) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray) and value.size <= 64:
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        items = [_json_safe(v) for v in value]
-        return None if any(v is None for v in items) else items
-    return None
 
 
 class LabelStore(StoreReader):
@@ -241,7 +224,7 @@ class LabelStore(StoreReader):
             wall_time_s: Oracle wall time in s.
             record_id: Unique id; a new UUID4 hex by default.
             flush: Flush to the operating system before returning (keep ``True`` unless
-                the caller flushes after a batch, as :meth:`append_many` does).
+                the caller flushes after a batch).
 
         Returns:
             The record id.
@@ -250,81 +233,66 @@ class LabelStore(StoreReader):
             InputError: an ``ok`` record without finite energy and forces of the right
                 shape, or numbers attached to a record that is not ok.
         """
-        if self.mode != "a":
-            raise StoreError(f"{self.path} is open read-only")
-        status = LabelStatus(status)
-        energy, forces, stress = self._numbers_of(atoms, status)
-        charge, multiplicity = charge_and_multiplicity(atoms)
-        rid = record_id or uuid.uuid4().hex
-        f, n = self._file, self._committed()
-        atom_start = self._extend("atoms/positions", np.asarray(atoms.positions, dtype=float))
-        self._extend("atoms/numbers", atoms.numbers.astype(np.uint8))
-        info = {
-            k: v for k, v in ((k, _json_safe(v)) for k, v in atoms.info.items()) if v is not None
-        }
-        text = json.dumps({"error": error, "info": info}).encode()
-        text_start = self._extend("text", np.frombuffer(text, dtype=np.uint8))
-        label_index = -1
-        if energy is not None and forces is not None:
-            force_start = self._extend("forces", forces)
-            label_index = self._extend(
-                "labels", np.array([(n, energy, force_start)], dtype=LABEL_DTYPE)
-            )
-            if stress is not None:
-                self._extend("stress", np.array([(label_index, stress)], dtype=STRESS_DTYPE))
-        shash = ""
-        if settings:
-            shash = settings_hash(settings)
-            if shash not in f["settings"].attrs:
-                f["settings"].attrs[shash] = json.dumps(settings, sort_keys=True, default=str)
-        row = np.zeros(1, dtype=RECORD_DTYPE)
-        row[0] = (
-            rid.encode(),
-            STATUS_CODES[status.value],
-            len(atoms),
-            atom_start,
-            np.asarray(atoms.cell.array, dtype=float),
-            np.asarray(atoms.pbc, dtype=bool),
-            charge,
-            multiplicity,
-            label_index,
-            oracle.encode()[:32],
-            method.encode()[:64],
-            shash.encode(),
-            generator_id,
-            generator_step,
-            np.nan if uncertainty is None else float(uncertainty),
-            float(wall_time_s),
-            time.time(),
-            __version__.encode()[:16],
-            text_start,
-            len(text),
+        record = pack(
+            atoms,
+            status,
+            error=error,
+            oracle=oracle,
+            method=method,
+            settings=settings,
+            generator_id=generator_id,
+            generator_step=generator_step,
+            uncertainty=uncertainty,
+            wall_time_s=wall_time_s,
+            record_id=record_id,
         )
-        # The row goes in last and in one write: only then does the record count.
-        self._extend("records", row)
-        self._invalidate()
-        if flush:
-            self.flush()
+        (rid,) = self._write([record], flush=flush)
         return rid
+
+    def append_batch(self, entries: Iterable[tuple[Atoms, Mapping[str, Any]]]) -> list[str]:
+        """Append many records at once: one write per dataset and one flush for all of them.
+
+        Much cheaper per record than :meth:`append` (``bench/store.py``). All entries are
+        checked before anything is written, so one bad entry stores none of them.
+
+        Args:
+            entries: ``(atoms, keywords)`` pairs; ``keywords`` are those of :meth:`append`
+                (``status`` included, ``flush`` excluded).
+
+        Returns:
+            The record ids, in order.
+
+        Raises:
+            InputError: an entry is not a valid record (nothing is written).
+        """
+        return self._write([pack(atoms, **kw) for atoms, kw in entries])
 
     def append_label(self, label: Label, **provenance: Any) -> str:
         """Append an oracle :class:`~pal_atoms.label.Label`; ``provenance`` as in :meth:`append`."""
-        return self.append(
-            label.to_atoms(),
-            label.status,
-            error=label.error,
-            oracle=label.oracle,
-            method=label.method,
-            settings=label.settings,
-            wall_time_s=label.wall_time_s,
-            **provenance,
+        (rid,) = self.append_labels([(label, provenance)])
+        return rid
+
+    def append_labels(self, items: Iterable[tuple[Label, Mapping[str, Any]]]) -> list[str]:
+        """Append ``(label, provenance)`` pairs in one batch (see :meth:`append_batch`)."""
+        return self.append_batch(
+            (
+                label.to_atoms(),
+                {
+                    "status": label.status,
+                    "error": label.error,
+                    "oracle": label.oracle,
+                    "method": label.method,
+                    "settings": label.settings,
+                    "wall_time_s": label.wall_time_s,
+                    **provenance,
+                },
+            )
+            for label, provenance in items
         )
 
     def append_many(self, frames: Iterable[Atoms], **provenance: Any) -> list[str]:
-        """Append ``ok`` records for labelled frames with one flush at the end."""
-        ids = [self.append(a, "ok", flush=False, **provenance) for a in frames]
-        self.flush()
-        return ids
+        """Append ``ok`` records for labelled frames in one batch (see :meth:`append_batch`)."""
+        return self.append_batch((a, {"status": "ok", **provenance}) for a in frames)
 
     def flush(self) -> None:
         """Push everything appended so far to the operating system (and disk with fsync)."""
@@ -334,38 +302,14 @@ class LabelStore(StoreReader):
             if isinstance(handle, int):
                 os.fsync(handle)
 
-    # -- helpers ------------------------------------------------------------------------------
-    def _extend(self, path: str, rows: np.ndarray) -> int:
-        ds = self._file[path]
-        start = ds.shape[0]
-        ds.resize(start + rows.shape[0], axis=0)
-        ds[start:] = rows
-        return start
-
-    @staticmethod
-    def _numbers_of(
-        atoms: Atoms, status: LabelStatus
-    ) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
-        results: dict[str, Any] = dict(getattr(atoms.calc, "results", None) or {})
-        if status is not LabelStatus.OK:
-            return None, None, None
-        if "energy" not in results or "forces" not in results:
-            raise InputError("an ok record needs energy and forces in atoms.calc.results")
-        energy = float(results["energy"])
-        forces = np.asarray(results["forces"], dtype=float)
-        if forces.shape != (len(atoms), 3):
-            raise InputError(f"forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
-        if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
-            raise InputError("refusing to store non-finite energy or forces as an ok label")
-        stress = results.get("stress")
-        if stress is not None:
-            stress = np.asarray(stress, dtype=float)
-            if stress.shape == (3, 3):
-                stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-            stress = stress.reshape(6)
-            if not np.all(np.isfinite(stress)):
-                raise InputError("refusing to store a non-finite stress as an ok label")
-        return energy, forces, stress
+    def _write(self, records: list[PackedRecord], *, flush: bool = True) -> list[str]:
+        if self.mode != "a":
+            raise StoreError(f"{self.path} is open read-only")
+        write_batch(self._file, records, self._committed())
+        self._invalidate()
+        if flush and records:
+            self.flush()
+        return [r.row["id"][0].decode() for r in records]
 
     def ids(self) -> Sequence[str]:
         """Ids of all committed records, in order."""

@@ -199,23 +199,43 @@ class ActiveLearning:
         Raises:
             FailureBudgetExceeded: too many of the recent labels failed.
         """
+        self.record_labels(store, [(label, cand)])
+
+    def record_labels(self, store: LabelStore, items: Sequence[tuple[Label, Candidate]]) -> None:
+        """Store finished labels in one batch (one HDF5 write), then count each of them.
+
+        Every label is stored before any budget is checked, so none is lost when the
+        failure budget ends the run.
+
+        Raises:
+            FailureBudgetExceeded: too many of the recent labels failed.
+        """
+        if not items:
+            return
         t0 = time.perf_counter()
-        store.append_label(
-            label,
-            generator_id=cand.generator_id,
-            generator_step=cand.step,
-            uncertainty=cand.uncertainty,
+        store.append_labels(
+            (
+                label,
+                {
+                    "generator_id": cand.generator_id,
+                    "generator_step": cand.step,
+                    "uncertainty": cand.uncertainty,
+                },
+            )
+            for label, cand in items
         )
         self._timings["store"] += time.perf_counter() - t0
-        self._recent_failures.append(not label.ok)
-        if label.ok:
-            self.summary.labels_ok += 1
-            self._labels_since_training += 1
-        else:
-            self.summary.labels_failed += 1
-            logger.warning(
-                "label %s for generator %d: %s", label.status, cand.generator_id, label.error
-            )
+        for label, cand in items:
+            self._recent_failures.append(not label.ok)
+            if label.ok:
+                self.summary.labels_ok += 1
+                self._labels_since_training += 1
+            else:
+                self.summary.labels_failed += 1
+                logger.warning(
+                    "label %s for generator %d: %s", label.status, cand.generator_id, label.error
+                )
+        if not all(label.ok for label, _ in items):
             self._check_failure_budget()
 
     def _check_failure_budget(self) -> None:
@@ -395,16 +415,21 @@ class ActiveLearning:
 
     def cancel_queue(self, store: LabelStore) -> None:
         """Record every queued structure as ``cancelled`` (nothing selected is lost)."""
-        for cand in self.queue.drain():
-            store.append(
+        cands = self.queue.drain()
+        store.append_batch(
+            (
                 cand.atoms,
-                LabelStatus.CANCELLED,
-                error="run stopped before labelling",
-                generator_id=cand.generator_id,
-                generator_step=cand.step,
-                uncertainty=cand.uncertainty,
+                {
+                    "status": LabelStatus.CANCELLED,
+                    "error": "run stopped before labelling",
+                    "generator_id": cand.generator_id,
+                    "generator_step": cand.step,
+                    "uncertainty": cand.uncertainty,
+                },
             )
-            self.summary.cancelled += 1
+            for cand in cands
+        )
+        self.summary.cancelled += len(cands)
 
     def open_store(self) -> LabelStore:
         """The run's store (opened here when a path was given); creates the run folder."""

@@ -97,6 +97,9 @@ class MPIController:
         self.rescoring: dict[int, list[Candidate]] = {}
         self.busy_oracles: dict[int, tuple[Candidate, float]] = {}
         self.oracle_busy_s = 0.0
+        # Labels received but not yet in the store: written in one batch per pass of the
+        # loop (one HDF5 write for all of them, see _store_labels).
+        self.unstored: list[tuple[Label, Candidate]] = []
         self.outbox: list[tuple[Any, np.ndarray]] = []
         self.done: set[int] = set()
         self.stopping = False
@@ -203,15 +206,22 @@ class MPIController:
             settings=control["settings"],
             attempts=control["attempts"],
         )
-        # Hand the freed oracle its next structure before the store write (a flushed HDF5
-        # append, 3-25 ms): otherwise the oracle idles for it (bench/oracle_utilisation.py).
+        # Hand the freed oracle its next structure at once; the label goes to the store with
+        # the others of this pass (a flushed HDF5 write costs about 3 ms, however many
+        # labels it holds), so cheap oracles never wait on the store.
         if not self.stopping:
             self.dispatch()
-        self.al.record_label(store, label, cand)
+        self.unstored.append((label, cand))
         if label.ok:
             data = encode_labels([label.to_atoms()])
             for t in self.trainers:
                 self._isend(data, t, Tag.TRAIN_DATA)
+
+    def _store_labels(self, store: LabelStore) -> None:
+        """Write the labels received since the last call, in one batch."""
+        if self.unstored:
+            items, self.unstored = self.unstored, []
+            self.al.record_labels(store, items)
 
     def _on_log(self, src: int, info: dict[str, Any]) -> None:
         event = info.get("event")
@@ -296,6 +306,7 @@ class MPIController:
                     backoff.wait()
                 self.dispatch()
                 self._flush_outbox()
+                self._store_labels(store)
                 al.check_stop(t_start)
                 if set(self.generators) <= self.finished_generators:
                     al.stop("all generators finished")
@@ -311,7 +322,10 @@ class MPIController:
             self.shutdown(store)
             raise
         except BaseException:
-            self.comm.Abort(1)  # an unrecoverable error: never leave ranks hanging
+            try:  # keep every label that arrived, then take all ranks down
+                self._store_labels(store)
+            finally:
+                self.comm.Abort(1)  # an unrecoverable error: never leave ranks hanging
             raise
         al.summary.wall_time_s = time.monotonic() - t_start
         al.summary.generator_steps = al.summary.predictions
@@ -359,6 +373,7 @@ class MPIController:
             else:
                 backoff.wait()
             self._flush_outbox()
+            self._store_labels(store)
             if deadline is not None and time.monotonic() > deadline:
                 logger.warning("shutdown: gave up waiting after %.0f s", timeout_s)
                 return
@@ -372,6 +387,7 @@ class MPIController:
         """
         self.stopping = True
         self.al.labelling = False
+        self._store_labels(store)
         stop = {"reason": self.al.summary.stop_reason}
         for g in self.generators:
             self.comm.send(stop, dest=g, tag=Tag.STOP)

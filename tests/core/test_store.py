@@ -116,6 +116,57 @@ def test_append_label_and_refusal_of_bad_numbers(tmp_path):
         Label(atoms=atoms, status="failed", energy=1.0)
 
 
+def test_batch_append_stores_exactly_what_one_by_one_appends_store(tmp_path, mixed_frames):
+    settings = {"method": "GFN2-xTB"}
+    entries = [
+        (a, {"status": "ok", "oracle": "xtb", "settings": settings, "generator_id": i})
+        for i, a in enumerate(mixed_frames)
+    ]
+    entries.insert(2, (mixed_frames[0], {"status": "timeout", "error": "took too long"}))
+    entries.append((mixed_frames[3], {"status": "failed", "error": "crashed", "uncertainty": 0.3}))
+    with LabelStore(tmp_path / "one.h5") as store:
+        store.append(mixed_frames[1], oracle="before")  # the batch goes after existing rows
+        ids_one = [store.append(a, **kw) for a, kw in entries]
+    with LabelStore(tmp_path / "batch.h5") as store:
+        store.append(mixed_frames[1], oracle="before")
+        ids_batch = store.append_batch(entries)
+        assert ids_batch == list(store.ids()[1:])
+        assert store.counts() == {
+            "ok": 5,
+            "failed": 1,
+            "unconverged": 0,
+            "timeout": 1,
+            "cancelled": 0,
+        }
+    assert len(set(ids_one) | set(ids_batch)) == 2 * len(entries)
+    with h5py.File(tmp_path / "one.h5", "r") as a, h5py.File(tmp_path / "batch.h5", "r") as b:
+        for name in ("atoms/positions", "atoms/numbers", "labels", "forces", "stress", "text"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+        ra, rb = a["records"][:], b["records"][:]
+        for field in ra.dtype.names:
+            if field not in ("id", "timestamp"):
+                np.testing.assert_array_equal(ra[field], rb[field], err_msg=field)
+        assert dict(a["settings"].attrs) == dict(b["settings"].attrs)
+    with LabelStore(tmp_path / "batch.h5", mode="r") as store:
+        back = store.read(status=None)
+        np.testing.assert_allclose(back[5].get_stress(), mixed_frames[3].get_stress())
+        assert back[3].calc is None
+        assert back[3].info["error"] == "took too long"
+
+
+def test_batch_with_one_bad_entry_stores_nothing(tmp_path, mixed_frames):
+    unlabelled = molecule("H2O")
+    with LabelStore(tmp_path / "s.h5") as store:
+        store.append(mixed_frames[0])
+        with pytest.raises(InputError, match="energy and forces"):
+            store.append_batch([(mixed_frames[1], {}), (unlabelled, {"status": "ok"})])
+        assert len(store) == 1
+        assert store._file["atoms/positions"].shape[0] == len(mixed_frames[0])
+        assert store.append_batch([]) == []
+        ids = store.append_many(mixed_frames[1:3], oracle="xtb")
+        assert list(store.ids()[1:]) == ids
+
+
 def test_filters_by_status_oracle_generator_and_start(tmp_path, mixed_frames):
     with LabelStore(tmp_path / "s.h5") as store:
         for i, a in enumerate(mixed_frames):
@@ -137,24 +188,37 @@ _WRITER = textwrap.dedent(
     from pal_atoms.store import LabelStore
 
     rng = np.random.default_rng(0)
+    batch = int(sys.argv[2])
     with LabelStore(sys.argv[1]) as store:
         i = 0
         while True:
-            n = 2 + i % 7
-            a = Atoms(f"Bi{n}", positions=rng.normal(size=(n, 3)) * 3)
-            a.calc = SinglePointCalculator(a, energy=float(i), forces=np.full((n, 3), i, float))
-            store.append(a, "ok" if i % 5 else "failed", oracle="xtb", generator_step=i)
-            print(i, flush=True)  # append returned: this record must survive a SIGKILL
-            i += 1
+            entries = []
+            for j in range(i, i + batch):
+                n = 2 + j % 7
+                a = Atoms(f"Bi{n}", positions=rng.normal(size=(n, 3)) * 3)
+                a.calc = SinglePointCalculator(
+                    a, energy=float(j), forces=np.full((n, 3), j, float)
+                )
+                kw = {"status": "ok" if j % 5 else "failed", "generator_step": j}
+                entries.append((a, {"oracle": "xtb", **kw}))
+            if batch == 1:
+                store.append(entries[0][0], **entries[0][1])
+            else:
+                store.append_batch(entries)
+            for j in range(i, i + batch):
+                print(j, flush=True)  # append returned: this record must survive a SIGKILL
+            i += batch
     """
 )
 
 
-@pytest.mark.parametrize("kill_after_s", [0.8, 1.3, 2.1])
-def test_sigkill_during_append_loop_keeps_every_returned_append(tmp_path, kill_after_s):
+@pytest.mark.parametrize(
+    ("kill_after_s", "batch"), [(0.8, 1), (1.3, 1), (2.1, 1), (0.9, 7), (1.7, 7)]
+)
+def test_sigkill_during_append_loop_keeps_every_returned_append(tmp_path, kill_after_s, batch):
     path = tmp_path / "s.h5"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER, str(path), str(batch)], stdout=subprocess.PIPE, text=True
     )
     done: list[int] = []
     deadline = time.monotonic() + 60
