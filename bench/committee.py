@@ -2,6 +2,8 @@
 
 Usage: python bench/committee.py [--quick] [--cost-only] [--threads N]
            [--out bench/results/committee.json]
+       python bench/committee.py --accuracy-only [--hyper KEY=VALUE ...] [--steps N]
+           [--counts N ...] [--no-bootstrap] --out bench/results/NAME.json
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,7 +120,23 @@ def batch_table(repeat: int) -> dict:
     return rows
 
 
-def accuracy(quick: bool) -> dict:
+def accuracy(
+    quick: bool,
+    *,
+    hyper: dict[str, Any] | None = None,
+    steps: int | None = None,
+    bootstrap: bool = True,
+    counts: tuple[int, ...] | None = None,
+) -> dict:
+    """Held-out force MAE of a 4-member committee trained incrementally on more labels.
+
+    Args:
+        quick: Smaller pool and test set, 600 steps per call, 16 and 64 labels.
+        hyper: MACE hyperparameters that replace the backend's defaults.
+        steps: Optimizer steps per call (default 600 quick, 2000 full).
+        bootstrap: Each member on its own bootstrap resample (the library default).
+        counts: Label counts (default 16, 64, 256; quick 16, 64).
+    """
     sizes = (4, 5, 6, 7, 8)
     starts = {n: relax(bi_cluster(n, seed=n)) for n in sizes}
     temps = (300, 600, 900)
@@ -132,8 +151,10 @@ def accuracy(quick: bool) -> dict:
             test += md_frames(starts[n], 4, t, every=10, seed=n * 7777 + t)
     rng = np.random.default_rng(0)
     pool = [pool[i] for i in rng.permutation(len(pool))]
-    label_counts = (16, 64) if quick else (16, 64, 256)
-    calc = CommitteeCalculator.create("mace", elements=["Bi"], n_members=4, device="cpu")
+    label_counts = counts or ((16, 64) if quick else (16, 64, 256))
+    calc = CommitteeCalculator.create(
+        "mace", elements=["Bi"], n_members=4, device="cpu", **(hyper or {})
+    )
 
     def mae():
         res = calc.predict_batch(test)
@@ -149,9 +170,10 @@ def accuracy(quick: bool) -> dict:
     out = {"untrained_force_mae_eV_A": mae(), "n_test": len(test), "by_labels": {}}
     # Incremental, as in a run: each call continues from the last (warm start) with the
     # library's default recipe (cosine decay over a step budget) and a bigger budget.
-    steps = 600 if quick else 2000
-    trainer = CommitteeTrainer(calc, TrainerSettings(max_steps=steps, seed=0))
+    steps = steps or (600 if quick else 2000)
+    trainer = CommitteeTrainer(calc, TrainerSettings(max_steps=steps, seed=0, bootstrap=bootstrap))
     out["steps_per_call"] = steps
+    out["hyper"] = dict(calc.model.hyper)
     out["trainer_settings"] = asdict(trainer.settings)
     for n in label_counts:
         t = time.perf_counter()
@@ -168,6 +190,14 @@ def accuracy(quick: bool) -> dict:
     return out
 
 
+def _literal(text: str) -> Any:
+    """A command-line value as a number or list where it reads as one, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -178,8 +208,41 @@ def main() -> None:
         help="skip the accuracy part; keep the accuracy already in --out",
     )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "committee.json"))
+    ap.add_argument(
+        "--accuracy-only",
+        action="store_true",
+        help="only the accuracy part (e.g. with --hyper), written to --out",
+    )
+    ap.add_argument(
+        "--hyper",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="MACE hyperparameters for the accuracy part, e.g. hidden_irreps=32x0e+32x1o",
+    )
+    ap.add_argument("--steps", type=int, help="optimizer steps per training call (accuracy)")
+    ap.add_argument("--counts", type=int, nargs="+", help="label counts (accuracy)")
+    ap.add_argument("--no-bootstrap", action="store_true", help="members on the same labels")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    hyper = {k: _literal(v) for k, v in (h.split("=", 1) for h in args.hyper)}
+    acc_kwargs = {
+        "hyper": hyper,
+        "steps": args.steps,
+        "bootstrap": not args.no_bootstrap,
+        "counts": tuple(args.counts) if args.counts else None,
+    }
+    if args.accuracy_only:
+        print("Accuracy on held-out 300-900 K xTB MD of Bi4-Bi8:")
+        result = {
+            "command": "python bench/committee.py" + "".join(f" {a}" for a in sys.argv[1:]),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "accuracy": accuracy(args.quick, **acc_kwargs),
+        }
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.out}")
+        return
     repeat = 10 if args.quick else 40
     result = {"quick": args.quick, "threads": args.threads, "torch": torch.__version__}
     result["cost_ms"] = cost_table(repeat)
@@ -203,7 +266,7 @@ def main() -> None:
             result["accuracy"] = json.loads(previous.read_text()).get("accuracy")
     else:
         print("Accuracy on held-out 300-900 K xTB MD of Bi4-Bi8:")
-        result["accuracy"] = accuracy(args.quick)
+        result["accuracy"] = accuracy(args.quick, **acc_kwargs)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -33,7 +33,7 @@ from pal_atoms.selection import SelectionRule, TrustWindow, score
 from pal_atoms.settings import WorkflowSettings
 from pal_atoms.store import LabelStore
 
-__all__ = ["ActiveLearning", "Summary"]
+__all__ = ["ActiveLearning", "Summary", "urgent_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -443,14 +443,11 @@ class ActiveLearning:
         self.cancel_queue(store)
         # A last round on the newest labels, unless the user asked to stop now (time limit,
         # signal, stop file): then the latest checkpoint stands.
-        urgent = self.summary.stop_reason.startswith(
-            ("reached time_limit", "received", "stop file")
-        )
         if (
             self._labels_since_training
             and self.trainer is not None
             and self.labelling
-            and (not urgent)
+            and not urgent_stop(self.summary.stop_reason)
         ):
             self._train(store)
         elif self.summary.committee_path is None:
@@ -496,6 +493,15 @@ class ActiveLearning:
         """Put back handlers returned by :meth:`install_signal_handlers`."""
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def urgent_stop(reason: str) -> bool:
+    """Whether a stop reason asks to stop now (time limit, signal, stop file).
+
+    An urgent stop skips the last training round on the newest labels: the latest
+    committee checkpoint stands.
+    """
+    return reason.startswith(("reached time_limit", "received", "stop file"))
 
 
 def _json_default(value: Any) -> Any:

@@ -14,6 +14,7 @@ from ase import Atoms
 from pal_atoms.mpi.codec import decode_labels
 from pal_atoms.mpi.comm import Backoff, Tag, recv, send_array
 from pal_atoms.mpi.ranks import serialize_weights
+from pal_atoms.workflow import urgent_stop
 
 __all__ = ["training_rank"]
 
@@ -36,6 +37,8 @@ def training_rank(
 
     Labels that arrive while a round trains join it between epochs (``more_labels``), so
     a round is never stale by the time it ends; they do not count towards the next round.
+    When the run stops, labels that arrived since the last round get a last round, as in
+    the serial workflow, unless the stop is urgent (time limit, signal, stop file).
     """
     labels: list[Atoms] = []
     new = 0
@@ -50,40 +53,58 @@ def training_rank(
             labels += arrived
             new += len(arrived)
         elif msg.tag is Tag.STOP:
+            reason = str(msg.payload.get("reason", "")) if isinstance(msg.payload, dict) else ""
+            new += len(_drain(comm, ctrl, labels))
+            if new and not urgent_stop(reason):
+                logger.info("last round on %d labels (%d new) before stopping", len(labels), new)
+                rounds += 1
+                _train_round(
+                    comm, ctrl, committee, trainer, labels=labels, members=members, round_no=rounds
+                )
             comm.send({"role": "training", "rounds": rounds}, dest=ctrl, tag=Tag.DONE)
             return
         if new >= retrain_size:
             _drain(comm, ctrl, labels)
-            t0 = time.perf_counter()
-            n_before = len(labels)
-            # A user's trainer may not take ``more_labels``: it then trains on the round's
-            # labels alone, and later arrivals wait for the next round.
-            extra = (
-                {"more_labels": functools.partial(_drain, comm, ctrl, labels)}
-                if "more_labels" in inspect.signature(trainer.train).parameters
-                else {}
-            )
-            trainer.train(list(labels), members=list(members), **extra)
-            if len(labels) > n_before:
-                logger.info(
-                    "round %d picked up %d labels while training",
-                    rounds + 1,
-                    len(labels) - n_before,
-                )
             rounds += 1
+            _train_round(
+                comm, ctrl, committee, trainer, labels=labels, members=members, round_no=rounds
+            )
             new = 0
-            weights = committee.get_weights()
-            send_array(
-                comm, serialize_weights([weights[m] for m in members], members), ctrl, Tag.WEIGHTS
-            )
-            comm.send(
-                {
-                    "event": "trained",
-                    "round": rounds,
-                    "labels": len(labels),
-                    "members": list(members),
-                    "time_s": time.perf_counter() - t0,
-                },
-                dest=ctrl,
-                tag=Tag.LOG,
-            )
+
+
+def _train_round(
+    comm: Any,
+    ctrl: int,
+    committee: Any,
+    trainer: Any,
+    *,
+    labels: list[Atoms],
+    members: Sequence[int],
+    round_no: int,
+) -> None:
+    """Train ``members`` on ``labels`` (and later arrivals), send the weights and a log."""
+    t0 = time.perf_counter()
+    n_before = len(labels)
+    # A user's trainer may not take ``more_labels``: it then trains on the round's
+    # labels alone, and later arrivals wait for the next round.
+    extra = (
+        {"more_labels": functools.partial(_drain, comm, ctrl, labels)}
+        if "more_labels" in inspect.signature(trainer.train).parameters
+        else {}
+    )
+    trainer.train(list(labels), members=list(members), **extra)
+    if len(labels) > n_before:
+        logger.info("round %d picked up %d labels while training", round_no, len(labels) - n_before)
+    weights = committee.get_weights()
+    send_array(comm, serialize_weights([weights[m] for m in members], members), ctrl, Tag.WEIGHTS)
+    comm.send(
+        {
+            "event": "trained",
+            "round": round_no,
+            "labels": len(labels),
+            "members": list(members),
+            "time_s": time.perf_counter() - t0,
+        },
+        dest=ctrl,
+        tag=Tag.LOG,
+    )

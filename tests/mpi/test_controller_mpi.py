@@ -46,6 +46,8 @@ def test_labels_arrive_with_provenance_and_the_committee_improves(tmp_path):
             assert a.info["oracle_wall_time_s"] > 0
     maes = [m for _, m in summary["test_force_mae"]]
     assert len(maes) >= 2
+    # A last round when the run stops: the final committee has seen every stored label.
+    assert summary["test_force_mae"][-1][0] == summary["labels_ok"] == len(ok)
     assert maes[-1] <= 0.7 * maes[0], maes  # at least 30 % lower at the last checkpoint
     assert (run / "committee" / "metadata.json").exists() or any((run / "committee").iterdir())
     metrics = read_metrics(run / "metrics.jsonl")
