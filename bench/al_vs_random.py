@@ -174,7 +174,9 @@ def run_seed(
 
         return on_trained
 
-    trainer = FreshTrainer(make_committee, settings, on_trained=record(curve, "random"))
+    trainer = FreshTrainer(
+        make_committee, settings, on_trained=record(curve, "random"), min_epochs=args.min_epochs
+    )
     t0 = time.perf_counter()
     for n in counts:
         trainer.train(labels[:n])
@@ -188,7 +190,13 @@ def run_seed(
     # (a) active learning
     al_curve: dict[str, Any] = {}
     live = make_committee()
-    trainer = FreshTrainer(make_committee, settings, live=live, on_trained=record(al_curve, "al"))
+    trainer = FreshTrainer(
+        make_committee,
+        settings,
+        live=live,
+        on_trained=record(al_curve, "al"),
+        min_epochs=args.min_epochs,
+    )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run = active_learning(
@@ -393,6 +401,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--counts", type=int, nargs="+", help="label counts of the curve")
     ap.add_argument("--max-steps", type=int, help="override TrainerSettings.max_steps")
     ap.add_argument("--epochs", type=int, help="override TrainerSettings.max_epochs")
+    ap.add_argument(
+        "--min-epochs",
+        type=int,
+        help="the step budget grows with the labels: at least this many passes over them "
+        "(default 200; quick 0: max-steps alone)",
+    )
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--test-temperatures", type=float, nargs="+", default=[300, 600, 900, 1200])
     ap.add_argument("--test-md", type=int, help="test MD frames per frame and temperature")
@@ -423,6 +437,8 @@ def parse_args() -> argparse.Namespace:
     args.counts = sorted(args.counts or ([8, 16, 32] if q else [8, 16, 32, 64, 128]))
     if q and args.max_steps is None and args.epochs is None:
         args.max_steps = 100  # quick: a short recipe; the full run keeps the defaults
+    if args.min_epochs is None:
+        args.min_epochs = 0 if q else 200
     args.test_md = args.test_md or (2 if q else 5)
     args.test_distorted = args.test_distorted or (2 if q else 8)
     args.out = args.out or "al_vs_random" + ("_quick" if q else "") + (
@@ -435,9 +451,22 @@ def merge(names: list[str], out: str) -> None:
     """Combine per-seed results of runs with the same settings into one result."""
     parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
     first = parts[0]
+
+    def same(part: dict[str, Any], key: str) -> Any:
+        value = part.get(key, 0)  # min_epochs: 0 in results made before it existed
+        # The time it took to make (or load) the test set is no setting.
+        return {k: v for k, v in value.items() if k != "make_s"} if key == "test_set" else value
+
     for other in parts[1:]:
-        for key in ("system", "counts", "trainer_settings", "al_settings", "test_set"):
-            if other[key] != first[key]:
+        for key in (
+            "system",
+            "counts",
+            "trainer_settings",
+            "al_settings",
+            "test_set",
+            "min_epochs",
+        ):
+            if same(other, key) != same(first, key):
                 raise SystemExit(f"cannot merge: {key} differs between {names}")
     result = dict(first)
     result["per_seed"] = {k: v for p in parts for k, v in p["per_seed"].items()}
@@ -521,6 +550,7 @@ def main() -> None:
         "committee": {"backend": "mace", "members": args.members, "device": "cpu"},
         "trainer_overrides": overrides,
         "trainer_settings": asdict(tset),
+        "min_epochs": args.min_epochs,
         "al_settings": asdict(al),
         "random_temperatures_K": args.random_temperatures,
         "test_set": {
