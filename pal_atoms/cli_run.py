@@ -52,6 +52,11 @@ _MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--basis", {}, "basis set for pyscf/turbomole"),
     ("--model", {"choices": ["mace", "schnet"]}, "committee backend"),
     ("--committee", {"type": int}, "committee members"),
+    (
+        "--model-option",
+        {"action": "append", "metavar": "KEY=VALUE", "dest": "model_options"},
+        "backend hyperparameter, repeatable, e.g. hidden_irreps=32x0e+32x1o",
+    ),
     ("--temperature-K", {"type": float}, "MD temperature in K"),
     ("--timestep-fs", {"type": float}, "MD time step in fs"),
     ("--steps", {"type": int}, "MD steps per generator"),
@@ -104,6 +109,10 @@ def _md_config(args: argparse.Namespace) -> MDRunConfig:
     names = {f.name for f in fields(config_cls)}
     for name in names:
         value = getattr(args, name, None)
+        if name == "model_options" and value is not None:
+            from_file = data.get(name)
+            base = dict(from_file) if isinstance(from_file, dict) else {}
+            value = {**base, **_key_values(value, "--model-option")}  # flags win per key
         if value is not None and value is not False:
             data[name] = value  # the command line wins over the file
     if args.resume:
@@ -116,6 +125,20 @@ def _md_config(args: argparse.Namespace) -> MDRunConfig:
     if "system" not in data:
         raise InputError("give --system FILE (starting structures)")
     return config_cls.from_dict(data)
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, object]:
+    """``KEY=VALUE`` strings as a dict; values that read as JSON (numbers, lists) convert."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{flag} needs KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
 
 
 def _config_class(command: str) -> type[MDRunConfig]:

@@ -63,6 +63,9 @@ def bad_inputs(tmp_path):
         ("good", ["--timestep-fs", "0"], "timestep_fs must be positive"),
         ("good", ["--config", "CONFIG"], "unknown config keys: warp_speed"),
         ("good", ["--np", "0"], "np must be >= 1"),
+        ("good", ["--model-option", "warp_speed=9"], "unknown mace hyperparameter(s)"),
+        ("good", ["--model-option", "r_max"], "--model-option needs KEY=VALUE"),
+        ("good", ["--model-option", "r_max=-1"], "r_max must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, case, extra, match):
@@ -70,6 +73,24 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, cas
     extra = [str(bad_inputs["config"]) if x == "CONFIG" else x for x in extra]
     argv = ["md", "--system", str(system), "--out", str(tmp_path / "run"), *extra]
     _one_line_error(capsys, argv, match)
+
+
+def test_model_options_from_file_and_flags_reach_the_committee(tmp_path, bad_inputs):
+    from pal_atoms.cli import build_parser
+    from pal_atoms.cli_run import _md_config
+    from pal_atoms.md_run import _committee
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model_options]\nhidden_irreps = "16x0e"\nr_max = 4.5\n')
+    argv = ["md", "--system", str(bad_inputs["good"]), "--config", str(toml)]
+    argv += ["--model-option", "hidden_irreps=16x0e+16x1o", "--model-option", "num_bessel=6"]
+    config = _md_config(build_parser().parse_args(argv))
+    # The flags win key by key; values that read as numbers become numbers.
+    assert config.model_options == {"hidden_irreps": "16x0e+16x1o", "r_max": 4.5, "num_bessel": 6}
+    committee = _committee(config, [_bi(4)])
+    hyper = committee.model.hyper
+    assert (hyper["hidden_irreps"], hyper["r_max"], hyper["num_bessel"]) == ("16x0e+16x1o", 4.5, 6)
+    assert committee.cutoff == 4.5
 
 
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys, bad_inputs):
