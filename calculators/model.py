@@ -9,7 +9,8 @@ pass on the sum of all member energies yields every member's forces and stress.
   the positions). Otherwise, and in training, members run one after another on a shared
   graph, still with one backward pass.
 * ``"shared"``: one backbone with N readout heads (the cheap mode). The backbone runs once
-  on N disjoint replicas of the graph (one batched pass) and head m reads replica m.
+  on N disjoint replicas of the graph (one batched pass) and head m reads replica m; at
+  inference the N heads run as one ``vmap`` over their stacked weights.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class CommitteeModel(torch.nn.Module):
             except RuntimeError as exc:  # an op without a batching rule in this backend
                 self._vmap_failed = True
                 logger.warning("member-batched (vmap) evaluation failed, looping: %s", exc)
-        energy = self._energies(graph, sel, pos0, strain)
+        energy = self._energies(graph, sel, pos0, strain, batched=self.batched and not create_graph)
         out = {"energy": energy}
         leaves = [x for x, want in ((pos0, forces), (strain, stress)) if want]
         if leaves:
@@ -201,12 +202,57 @@ class CommitteeModel(torch.nn.Module):
         shifts = torch.einsum("ei,eij->ej", graph.unit_shifts.to(dtype), cell[graph.batch[send]])
         return pos[recv] - pos[send] + shifts
 
+    def _strained_replicas(
+        self, graph: Graph, pos: torch.Tensor, strain: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_strained` of every copy at once: pos ``[S, n, 3]`` -> ``[S, n_edges, 3]``."""
+        dtype = pos.dtype
+        sym = 0.5 * (strain + strain.transpose(-1, -2))
+        pos = pos + torch.einsum("sni,snij->snj", pos, sym[:, graph.batch])
+        cell = graph.cell.to(dtype)
+        cell = cell + torch.einsum("gij,sgjk->sgik", cell, sym)
+        send, recv = graph.edge_index
+        shifts = torch.einsum(
+            "ei,seij->sej", graph.unit_shifts.to(dtype), cell[:, graph.batch[send]]
+        )
+        return pos[:, recv] - pos[:, send] + shifts
+
+    def _heads(self, sel: list[int], feats: list[torch.Tensor], *, batched: bool) -> torch.Tensor:
+        """Node energies of heads ``sel``, head ``sel[c]`` on replica ``c``: ``[n_sel, n_nodes]``.
+
+        With ``batched`` (inference: the stacked weights are copies, so no gradient reaches
+        the heads' own) they run as one member-batched call, ``vmap`` over their stacked
+        weights, where the backend allows it: one set of small ops instead of one per head.
+        Otherwise (training) they run one after another.
+        """
+        ctx = self.backend.vmap_context
+        if batched and len(sel) > 1 and ctx is not None and not self._vmap_failed:
+            from torch.func import functional_call, stack_module_state, vmap
+
+            params, buffers = stack_module_state([self.heads[m] for m in sel])
+            head0 = self.heads[sel[0]]
+            try:
+                with ctx():
+                    return vmap(lambda p, b, f: functional_call(head0, (p, b), (f,)))(
+                        params, buffers, feats
+                    )
+            except RuntimeError as exc:  # an op without a batching rule in this backend
+                self._vmap_failed = True
+                logger.warning("member-batched (vmap) heads failed, looping: %s", exc)
+        return torch.stack([self.heads[m]([f[c] for f in feats]) for c, m in enumerate(sel)])
+
     def _node_to_graph(self, graph: Graph, node_e: torch.Tensor) -> torch.Tensor:
         e = torch.zeros(graph.n_graphs, dtype=node_e.dtype, device=node_e.device)
         return e.index_add(0, graph.batch, node_e * self.scale + self.shift)
 
     def _energies(
-        self, graph: Graph, sel: list[int], pos: torch.Tensor, strain: torch.Tensor
+        self,
+        graph: Graph,
+        sel: list[int],
+        pos: torch.Tensor,
+        strain: torch.Tensor,
+        *,
+        batched: bool = False,
     ) -> torch.Tensor:
         dtype = self.scale.dtype
         one_hot = torch.nn.functional.one_hot(graph.species, self.n_species).to(dtype)
@@ -214,19 +260,16 @@ class CommitteeModel(torch.nn.Module):
         if self.mode == "shared":
             # The backbone runs once on n_sel disjoint replicas of the graph (one batched
             # pass, barely dearer than one copy for small structures); head m reads replica m.
-            vectors = torch.cat([self._strained(graph, pos[c], strain[c]) for c in range(n_sel)])
+            vectors = self._strained_replicas(graph, pos, strain).reshape(-1, 3)
             offsets = n_nodes * torch.arange(n_sel, device=pos.device)
             edge_index = (graph.edge_index[:, None, :] + offsets[None, :, None]).reshape(2, -1)
             inp = BackboneInput(
                 graph.species.repeat(n_sel), one_hot.repeat(n_sel, 1), vectors, edge_index
             )
             feats = [f.reshape(n_sel, n_nodes, *f.shape[1:]) for f in self.backbones[0](inp)]
-            return torch.stack(
-                [
-                    self._node_to_graph(graph, self.heads[m]([f[c] for f in feats]))
-                    for c, m in enumerate(sel)
-                ]
-            )
+            node_e = self._heads(sel, feats, batched=batched)  # [n_sel, n_nodes]
+            e = torch.zeros((n_sel, graph.n_graphs), dtype=node_e.dtype, device=node_e.device)
+            return e.index_add(1, graph.batch, node_e * self.scale + self.shift)
         energies = []
         for c, m in enumerate(sel):
             inp = BackboneInput(

@@ -132,8 +132,10 @@ def test_predict_batch_equals_single_calls(backend, mode):
             np.testing.assert_allclose(res[key], single[key], atol=1e-9, err_msg=key)
 
 
-def test_member_batched_equals_sequential():
-    calc = make("mace", n_members=4)
+@pytest.mark.parametrize("mode", ["full", "shared"])
+def test_member_batched_equals_sequential(mode):
+    # full: members vmapped; shared: heads vmapped on their backbone replicas.
+    calc = make("mace", n_members=4, mode=mode)
     structures = [ethanol(), molecule("H2O")]
     batched = calc.predict_batch(structures)
     calc.model.batched = False
