@@ -87,6 +87,7 @@ class CommitteeModel(torch.nn.Module):
         #: Evaluate a full committee member-batched (vmap) at inference when possible.
         self.batched = True
         self._vmap_failed = False
+        self._stack_cache: tuple[Any, dict[str, Any], dict[str, Any]] | None = None
 
     def _apply(self, fn: Any, recurse: bool = True) -> CommitteeModel:
         # .to(dtype) must not round the E0s (hundreds of eV) to float32: keep them float64.
@@ -227,9 +228,9 @@ class CommitteeModel(torch.nn.Module):
         """
         ctx = self.backend.vmap_context
         if batched and len(sel) > 1 and ctx is not None and not self._vmap_failed:
-            from torch.func import functional_call, stack_module_state, vmap
+            from torch.func import functional_call, vmap
 
-            params, buffers = stack_module_state([self.heads[m] for m in sel])
+            params, buffers = self._stacked_heads(sel)
             head0 = self.heads[sel[0]]
             try:
                 with ctx():
@@ -240,6 +241,21 @@ class CommitteeModel(torch.nn.Module):
                 self._vmap_failed = True
                 logger.warning("member-batched (vmap) heads failed, looping: %s", exc)
         return torch.stack([self.heads[m]([f[c] for f in feats]) for c, m in enumerate(sel)])
+
+    def _stacked_heads(self, sel: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Stacked weights of heads ``sel`` (``torch.func.stack_module_state``), cached.
+
+        Stacking costs about 0.15 ms, 1-2 % of a small prediction; the copy is reused until
+        a weight changes (training steps and ``load_state_dict`` write in place, which bumps
+        a tensor's version; new modules or a move to another device change its storage).
+        """
+        from torch.func import stack_module_state
+
+        tensors = [t for m in sel for t in (*self.heads[m].parameters(), *self.heads[m].buffers())]
+        key = (tuple(sel), tuple((t.data_ptr(), t._version) for t in tensors))
+        if self._stack_cache is None or self._stack_cache[0] != key:
+            self._stack_cache = (key, *stack_module_state([self.heads[m] for m in sel]))
+        return self._stack_cache[1], self._stack_cache[2]
 
     def _node_to_graph(self, graph: Graph, node_e: torch.Tensor) -> torch.Tensor:
         e = torch.zeros(graph.n_graphs, dtype=node_e.dtype, device=node_e.device)

@@ -146,6 +146,27 @@ def test_member_batched_equals_sequential(mode):
             np.testing.assert_allclose(a[key], b[key], atol=1e-9, err_msg=key)
 
 
+def test_shared_heads_follow_weight_changes():
+    # The stacked head weights are cached between predictions; any change must show.
+    a = make("mace", n_members=3, mode="shared", seed=0)
+    b = make("mace", n_members=3, mode="shared", seed=7)
+    before = a.predict_batch([ethanol()])[0]["energy_comm"]
+    a.set_weights(b.get_weights())
+    np.testing.assert_allclose(
+        a.predict_batch([ethanol()])[0]["energy_comm"],
+        b.predict_batch([ethanol()])[0]["energy_comm"],
+        atol=1e-10,
+    )
+    assert not np.allclose(before, a.predict_batch([ethanol()])[0]["energy_comm"])
+    with torch.no_grad():
+        for p in a.model.heads[1].parameters():
+            p.mul_(1.5)
+    after = a.predict_batch([ethanol()])[0]["energy_comm"]
+    unchanged = b.predict_batch([ethanol()])[0]["energy_comm"]
+    np.testing.assert_allclose(after[[0, 2]], unchanged[[0, 2]], atol=1e-10)
+    assert abs(after[1] - unchanged[1]) > 1e-6
+
+
 def test_charge_states_are_distinct_node_types():
     calc = make("mace", elements=["Bi"], charges=(-1, 0, 1))
     neutral, anion = bi_cluster(4), bi_cluster(4)
