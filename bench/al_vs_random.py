@@ -405,7 +405,7 @@ def parse_args() -> argparse.Namespace:
         "--min-epochs",
         type=int,
         help="the step budget grows with the labels: at least this many passes over them "
-        "(default 200; quick 0: max-steps alone)",
+        "(default 0: the fixed --max-steps budget of the library's recipe)",
     )
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--test-temperatures", type=float, nargs="+", default=[300, 600, 900, 1200])
@@ -438,7 +438,7 @@ def parse_args() -> argparse.Namespace:
     if q and args.max_steps is None and args.epochs is None:
         args.max_steps = 100  # quick: a short recipe; the full run keeps the defaults
     if args.min_epochs is None:
-        args.min_epochs = 0 if q else 200
+        args.min_epochs = 0
     args.test_md = args.test_md or (2 if q else 5)
     args.test_distorted = args.test_distorted or (2 if q else 8)
     args.out = args.out or "al_vs_random" + ("_quick" if q else "") + (
