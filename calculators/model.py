@@ -194,19 +194,16 @@ class CommitteeModel(torch.nn.Module):
 
     def _strained(self, graph: Graph, pos: torch.Tensor, strain: torch.Tensor) -> torch.Tensor:
         """Edge vectors of one member's copy. pos ``[n, 3]``, strain ``[n_graphs, 3, 3]``."""
-        dtype = pos.dtype
-        sym = 0.5 * (strain + strain.transpose(-1, -2))
-        pos = pos + torch.einsum("ni,nij->nj", pos, sym[graph.batch])
-        cell = graph.cell.to(dtype)
-        cell = cell + torch.einsum("gij,gjk->gik", cell, sym)
-        send, recv = graph.edge_index
-        shifts = torch.einsum("ei,eij->ej", graph.unit_shifts.to(dtype), cell[graph.batch[send]])
-        return pos[recv] - pos[send] + shifts
+        return self._strained_replicas(graph, pos[None], strain[None])[0]
 
     def _strained_replicas(
         self, graph: Graph, pos: torch.Tensor, strain: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`_strained` of every copy at once: pos ``[S, n, 3]`` -> ``[S, n_edges, 3]``."""
+        """Edge vectors of S copies (positions and strain each): ``[S, n_edges, 3]``.
+
+        pos ``[S, n, 3]`` in Å, strain ``[S, n_graphs, 3, 3]`` (symmetrised here); the
+        derivative with respect to copy s's positions and strain is member s's.
+        """
         dtype = pos.dtype
         sym = 0.5 * (strain + strain.transpose(-1, -2))
         pos = pos + torch.einsum("sni,snij->snj", pos, sym[:, graph.batch])
