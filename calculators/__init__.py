@@ -2,15 +2,19 @@
 
 Public API: :class:`CommitteeCalculator` (ASE calculator, ``create``/``load``/``save``/
 ``predict_batch``/``get_weights``/``set_weights``), :class:`CommitteeTrainer` with
-:class:`TrainerSettings`, and the backend interface (:class:`Backend`,
+:class:`TrainerSettings` (rounds), :class:`StreamingTrainer` with
+:class:`StreamSettings` (continuous training), the calibration of the spread
+(:func:`fit_force_calibration`), and the backend interface (:class:`Backend`,
 :func:`register_backend`).
 """
 
 from __future__ import annotations
 
 from .backend import BackboneInput, Backend, get_backend, register_backend
+from .calibration import ForceCalibration, calibration_curve, fit_force_calibration
 from .committee import CommitteeCalculator
 from .graph import SpeciesTable
+from .stream import Publish, StreamingTrainer, StreamSettings, is_validation
 from .training import CommitteeTrainer, TrainerSettings
 
 __all__ = [
@@ -18,9 +22,16 @@ __all__ = [
     "Backend",
     "CommitteeCalculator",
     "CommitteeTrainer",
+    "ForceCalibration",
+    "Publish",
     "SpeciesTable",
+    "StreamSettings",
+    "StreamingTrainer",
     "TrainerSettings",
+    "calibration_curve",
+    "fit_force_calibration",
     "get_backend",
+    "is_validation",
     "register_backend",
 ]
 from .on_the_fly import OnTheFlyCalculator as OnTheFlyCalculator

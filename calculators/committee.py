@@ -9,6 +9,11 @@ Definitions (M members, member results ``x_m``, mean ``x̄ = (1/M) Σ_m x_m``):
   between the member's force vector and the mean one, ``sqrt((1/M) Σ_m |F_m,i - F̄_i|²)``
   = ``norm(numpy.std(forces_comm, axis=0), axis=-1)``.
 * ``max_force_std`` (eV/Å): ``max_i forces_std[i]``.
+* Calibration: ``forces_std`` and ``max_force_std`` are the raw spread times the
+  committee's ``force_std_scale`` (fitted on validation labels by
+  :func:`~pal_atoms.calculators.calibration.fit_force_calibration`; 1 until fitted), so
+  they read as expected force error in eV/Å. ``forces_std_raw`` and
+  ``max_force_std_raw`` keep the uncalibrated spread.
 * ``stress_std`` (eV/Å³, ``(6,)``): ``numpy.std(stress_comm, axis=0)``.
 * ``energy_comm`` ``(M,)``, ``forces_comm`` ``(M, n_atoms, 3)``, ``stress_comm`` ``(M, 6)``:
   every member's own result.
@@ -90,6 +95,7 @@ class CommitteeCalculator(Calculator):
     implemented_properties: ClassVar[list[str]] = [  # type: ignore[misc]
         "energy", "free_energy", "forces", "stress",
         "energy_std", "forces_std", "max_force_std", "stress_std",
+        "forces_std_raw", "max_force_std_raw",
         "energy_comm", "forces_comm", "stress_comm",
     ]  # fmt: skip
 
@@ -192,6 +198,24 @@ class CommitteeCalculator(Calculator):
     def cutoff(self) -> float:
         """Neighbour cutoff in Å."""
         return float(self.model.hyper["r_max"])
+
+    @property
+    def force_std_scale(self) -> float:
+        """Calibration factor of the force spread (1 until :meth:`set_calibration`)."""
+        return float(self.metadata.get("calibration", {}).get("force_std_scale", 1.0))
+
+    def set_calibration(self, calibration: Any) -> None:
+        """Use a fitted calibration (a ``ForceCalibration`` or its ``as_dict()``).
+
+        Raises:
+            ValueError: the scale is not a positive finite number.
+        """
+        info = calibration.as_dict() if hasattr(calibration, "as_dict") else dict(calibration)
+        scale = float(info.get("force_std_scale", float("nan")))
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"force_std_scale must be positive and finite, got {scale}")
+        self.metadata["calibration"] = info
+        self.reset()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -315,6 +339,7 @@ class CommitteeCalculator(Calculator):
         stress = out["stress"].detach().double().cpu().numpy() if periodic else None
         bounds = np.concatenate([[0], np.cumsum(graph.n_atoms.cpu().numpy())])
         results = []
+        scale = self.force_std_scale
         for g, atoms in enumerate(structures):
             f_comm = forces[:, bounds[g] : bounds[g + 1]]
             e_comm = energy[:, g]
@@ -324,8 +349,10 @@ class CommitteeCalculator(Calculator):
                 "free_energy": float(e_comm.mean()),
                 "forces": f_comm.mean(axis=0),
                 "energy_std": float(e_comm.std()),
-                "forces_std": f_std,
-                "max_force_std": float(f_std.max()),
+                "forces_std": scale * f_std,
+                "max_force_std": scale * float(f_std.max()),
+                "forces_std_raw": f_std,
+                "max_force_std_raw": float(f_std.max()),
                 "energy_comm": e_comm.copy(),
                 "forces_comm": f_comm.copy(),
             }

@@ -108,6 +108,6 @@ def load_committee(
         model.load_state_dict(torch_load(path / _WEIGHTS))
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         raise ModelError(f"cannot load committee from {path}: {exc}") from exc
-    keep = {"seed", "history", "e0_fitted"}
+    keep = {"seed", "history", "e0_fitted", "calibration"}
     metadata = {k: v for k, v in meta.items() if k in keep}
     return cls(model, species, device=device, metadata=metadata)

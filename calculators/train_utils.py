@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from ase import Atoms
 
-__all__ = ["EMA", "fit_e0", "label_arrays"]
+from .graph import build_graph
+
+__all__ = [
+    "EMA",
+    "committee_loss",
+    "fit_e0",
+    "label_arrays",
+    "member_state",
+    "restore_member",
+]
 
 
 class EMA:
@@ -89,3 +100,74 @@ def fit_e0(counts: np.ndarray, energies: np.ndarray) -> np.ndarray:
         sol, *_ = np.linalg.lstsq(counts[:, present].astype(float), energies, rcond=None)
         e0[present] = sol
     return e0
+
+
+def committee_loss(
+    cm: Any,
+    structures: Sequence[Atoms],
+    energies: np.ndarray,
+    forces: Sequence[np.ndarray],
+    sel: list[int],
+    *,
+    weights: np.ndarray,
+    training: bool,
+    energy_weight: float,
+    forces_weight: float,
+    with_mae: bool = False,
+) -> Any:
+    """Weighted E+F loss of members ``sel`` on one batch of labelled structures.
+
+    Args:
+        cm: The committee calculator (its model, species, cutoff, device, dtype).
+        structures: The batch's structures.
+        energies: Their reference energies in eV. Shape: ``[batch]``.
+        forces: Their reference forces in eV/Å, ``[n_atoms_k, 3]`` each.
+        sel: Member indices evaluated.
+        weights: Per-member, per-structure loss weights (bootstrap counts).
+            Shape: ``[len(sel), batch]``.
+        training: Build the graph of the force derivatives for a backward pass.
+        energy_weight: Weight of the per-atom energy MSE (eV²).
+        forces_weight: Weight of the force-component MSE (eV²/Å²).
+        with_mae: Also return per-member energy MAE (eV/atom) and force MAE (eV/Å).
+
+    Returns:
+        The loss per member (a tensor, shape ``[len(sel)]``); with ``with_mae`` a tuple
+        ``(loss, energy_mae, forces_mae)`` of detached values.
+    """
+    model = cm.model
+    graph = build_graph(list(structures), cm.species, cm.cutoff, device=cm.device, dtype=cm.dtype)
+    dtype = cm.dtype
+    target_e = torch.as_tensor(np.asarray(energies), device=cm.device) - model.e0_sum(graph)
+    target_f = torch.as_tensor(np.concatenate(list(forces)), device=cm.device)
+    with torch.set_grad_enabled(True):
+        out = model(graph, forces=True, members=sel, create_graph=training)
+    n_atoms = graph.n_atoms.to(dtype)
+    e_err = (out["energy"] - target_e.to(dtype)) / n_atoms
+    f_sq = ((out["forces"] - target_f.to(dtype)) ** 2).sum(-1)
+    f_per = torch.zeros_like(e_err).index_add(1, graph.batch, f_sq) / (3 * n_atoms)
+    per_struct = energy_weight * e_err**2 + forces_weight * f_per
+    w = torch.as_tensor(weights, dtype=dtype, device=cm.device)
+    loss = (w * per_struct).sum(-1) / w.sum(-1).clamp(min=1.0)
+    if not with_mae:
+        return loss
+    f_abs = (out["forces"] - target_f.to(dtype)).abs().mean(dim=(1, 2))
+    return (
+        loss.detach(),
+        e_err.detach().abs().mean(-1).cpu().numpy(),
+        f_abs.detach().cpu().numpy(),
+    )
+
+
+def member_state(cm: Any, m: int) -> Any:
+    """Copy of member ``m``'s backbone and head state dicts."""
+    model = cm.model
+    bb = model.backbones[0 if model.mode == "shared" else m]
+    return (copy.deepcopy(bb.state_dict()), copy.deepcopy(model.heads[m].state_dict()))
+
+
+def restore_member(cm: Any, m: int, state: Any) -> None:
+    """Load a state from :func:`member_state` back into member ``m``."""
+    model = cm.model
+    bb = model.backbones[0 if model.mode == "shared" else m]
+    bb.load_state_dict(state[0])
+    model.heads[m].load_state_dict(state[1])

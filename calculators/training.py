@@ -12,7 +12,6 @@ when new labels arrive picks up where the last call stopped.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -24,9 +23,8 @@ import torch
 from ase import Atoms
 
 from .committee import CommitteeCalculator
-from .graph import build_graph
 from .train_settings import TrainerSettings
-from .train_utils import EMA, fit_e0, label_arrays
+from .train_utils import EMA, committee_loss, fit_e0, label_arrays, member_state, restore_member
 
 __all__ = ["CommitteeTrainer", "TrainerSettings", "fit_e0"]
 
@@ -265,39 +263,22 @@ class CommitteeTrainer:
         training: bool,
         with_mae: bool = False,
     ) -> Any:
-        cm, s = self.committee, self.settings
-        model = cm.model
-        graph = build_graph(
-            [labels[i] for i in batch], cm.species, cm.cutoff, device=cm.device, dtype=cm.dtype
-        )
-        dtype = cm.dtype
-        target_e = torch.as_tensor(energies[batch], device=cm.device) - model.e0_sum(graph)
-        target_f = torch.as_tensor(np.concatenate([forces[i] for i in batch]), device=cm.device)
-        with torch.set_grad_enabled(True):
-            out = model(graph, forces=True, members=sel, create_graph=training)
-        n_atoms = graph.n_atoms.to(dtype)
-        e_err = (out["energy"] - target_e.to(dtype)) / n_atoms
-        f_sq = ((out["forces"] - target_f.to(dtype)) ** 2).sum(-1)
-        f_per = torch.zeros_like(e_err).index_add(1, graph.batch, f_sq) / (3 * n_atoms)
-        per_struct = s.energy_weight * e_err**2 + s.forces_weight * f_per
-        w = torch.as_tensor(weights, dtype=dtype, device=cm.device)
-        loss = (w * per_struct).sum(-1) / w.sum(-1).clamp(min=1.0)
-        if not with_mae:
-            return loss
-        f_abs = (out["forces"] - target_f.to(dtype)).abs().mean(dim=(1, 2))
-        return (
-            loss.detach(),
-            e_err.detach().abs().mean(-1).cpu().numpy(),
-            f_abs.detach().cpu().numpy(),
+        s = self.settings
+        return committee_loss(
+            self.committee,
+            [labels[i] for i in batch],
+            energies[batch],
+            [forces[i] for i in batch],
+            sel,
+            weights=weights,
+            training=training,
+            energy_weight=s.energy_weight,
+            forces_weight=s.forces_weight,
+            with_mae=with_mae,
         )
 
     def _member_state(self, m: int) -> Any:
-        model = self.committee.model
-        bb = model.backbones[0 if model.mode == "shared" else m]
-        return (copy.deepcopy(bb.state_dict()), copy.deepcopy(model.heads[m].state_dict()))
+        return member_state(self.committee, m)
 
     def _restore_member(self, m: int, state: Any) -> None:
-        model = self.committee.model
-        bb = model.backbones[0 if model.mode == "shared" else m]
-        bb.load_state_dict(state[0])
-        model.heads[m].load_state_dict(state[1])
+        restore_member(self.committee, m, state)

@@ -41,6 +41,8 @@ UNCERTAINTY_KEYS = (
     "forces_std",
     "max_force_std",
     "mean_force_std",
+    "forces_std_raw",
+    "max_force_std_raw",
     "stress_std",
     "energy_comm",
     "forces_comm",

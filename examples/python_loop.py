@@ -10,6 +10,7 @@ Run::
 
     python examples/python_loop.py --quick                 # CI: ~8 labels, 2 frames
     python examples/python_loop.py --max-labels 64 --out run
+    python examples/python_loop.py --continuous --out run  # StreamingTrainer, no rounds
     mpiexec -n 6 python -m mpi4py examples/python_loop.py --mpi --out run   # MPI ranks
 
 With ``--mpi`` every rank runs this script and takes one kernel (controller,
@@ -28,7 +29,13 @@ from typing import Any
 import ase.io
 import torch
 from ase import Atoms
-from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
+from pal_atoms.calculators import (
+    CommitteeCalculator,
+    CommitteeTrainer,
+    StreamingTrainer,
+    StreamSettings,
+    TrainerSettings,
+)
 from pal_atoms.dynamics import MDGenerator, MDSettings, rattle_sample
 from pal_atoms.oracles import XTB, label
 
@@ -67,6 +74,9 @@ def main() -> None:
     p.add_argument("--prediction-ranks", type=int, default=1, help="with --mpi")
     p.add_argument("--oracle-ranks", type=int, default=1, help="with --mpi")
     p.add_argument("--training-ranks", type=int, default=1, help="with --mpi (0 or 1)")
+    p.add_argument(
+        "--continuous", action="store_true", help="train without stopping (StreamingTrainer)"
+    )
     p.add_argument("--quick", action="store_true", help="short settings (CI)")
     args = p.parse_args()
     if args.quick:
@@ -100,13 +110,22 @@ def main() -> None:
         num_interactions=1,
         device="cpu",
     )
-    trainer = CommitteeTrainer(
-        committee, TrainerSettings(max_epochs=args.epochs, lr=1e-2, batch_size=4, seed=0)
-    )
+    trainer: CommitteeTrainer | StreamingTrainer
+    if args.continuous:
+        # Labels join at once; weights are published whenever validation improves.
+        trainer = StreamingTrainer(committee, StreamSettings(eval_every_steps=20, seed=0))
+    else:
+        trainer = CommitteeTrainer(
+            committee, TrainerSettings(max_epochs=args.epochs, lr=1e-2, batch_size=4, seed=0)
+        )
     oracle = XTB()
     # Same seeds on every rank: every rank builds the same objects (SPMD).
     test_set = labelled(rattle_sample(frames, 2, rattle_std_A=0.1, seed=11), oracle)
-    trainer.train(labelled(rattle_sample(frames, 2, rattle_std_A=0.1, seed=5), oracle))
+    bootstrap = labelled(rattle_sample(frames, 2, rattle_std_A=0.1, seed=5), oracle)
+    if args.continuous:
+        trainer.add(bootstrap)
+    else:
+        trainer.train(bootstrap)
     generators = [
         MDGenerator(
             atoms,
@@ -128,6 +147,7 @@ def main() -> None:
             retrain_size=args.retrain_size,
             diversity_A=0.0,
             metrics_interval_s=5.0,
+            steps_per_label=10.0 if args.continuous else None,
         ),
         run_dir=args.out,
         test_set=test_set,
@@ -137,10 +157,12 @@ def main() -> None:
     summary = loop.run()
     if comm is None or comm.Get_rank() == 0:
         print(json.dumps(summary.as_dict(), indent=2, default=float))
-        print(
-            f"{summary.labels_ok} labels in {summary.training_rounds} training rounds; "
-            f"stopped: {summary.stop_reason}"
+        training = (
+            f"{summary.training_steps} training steps, {summary.publishes} publishes"
+            if args.continuous
+            else f"{summary.training_rounds} training rounds"
         )
+        print(f"{summary.labels_ok} labels, {training}; stopped: {summary.stop_reason}")
 
 
 if __name__ == "__main__":

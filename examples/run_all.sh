@@ -30,6 +30,8 @@ run drop_in_md "$PY" examples/drop_in_md.py --quick --save "$out/committee"
 run drop_in_md_saved "$PY" examples/drop_in_md.py --quick --committee "$out/committee"
 run on_the_fly_md "$PY" examples/on_the_fly_md.py --quick --store "$out/otf-labels.h5"
 run python_loop "$PY" examples/python_loop.py --quick --out "$out/python-loop"
+run python_loop_continuous "$PY" examples/python_loop.py --quick --continuous \
+    --out "$out/python-loop-continuous"
 if "$PY" -c "import pyscf" 2>/dev/null; then
     run dft_pyscf_bi "$PY" examples/dft_pyscf_bi.py --quick --store "$out/bi-dft.h5"
 else

@@ -62,8 +62,37 @@ _MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--steps", {"type": int}, "MD steps per generator"),
     ("--max-labels", {"type": int}, "stop after this many new oracle labels"),
     ("--time-limit", {"type": float, "dest": "time_limit_s"}, "wall-time limit in s"),
-    ("--lower", {"type": float}, "trust window lower bound on max_force_std, eV/Å"),
+    (
+        "--training",
+        {"metavar": "{continuous,rounds}"},
+        "continuous (train without stopping, calibrated spread) or rounds",
+    ),
+    (
+        "--target-force-error",
+        {"type": float},
+        "expected worst-atom force error (calibrated max_force_std, eV/Å) below which a "
+        "prediction is trusted: the trust window's lower bound",
+    ),
+    ("--lower", {"type": float}, "trust window lower bound, eV/Å (default: the target)"),
     ("--upper", {"type": float}, "trust window upper bound on max_force_std, eV/Å"),
+    ("--convergence-window", {"type": int}, "predictions in the window of the convergence stop"),
+    (
+        "--convergence-fraction",
+        {"type": float},
+        "converged below this uncertain fraction (and a validation plateau)",
+    ),
+    ("--final-check-ps", {"type": float}, "NVE check per system at the end, ps (0: none)"),
+    (
+        "--steps-per-label",
+        {"type": float},
+        "continuous training: optimizer steps per new label (label pace)",
+    ),
+    ("--generator-rate-hz", {"type": float}, "cap on MD steps per second per generator"),
+    (
+        "--queue-policy",
+        {"metavar": "{uncertainty,diverse}"},
+        "next structure to label: most uncertain, or uncertainty weighted by novelty",
+    ),
     ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
     ("--retrain-size", {"type": int}, "new labels that start a training round"),
     ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
@@ -282,13 +311,7 @@ def _cmd_md(args: argparse.Namespace) -> int:
         summary = run_job(config)
     if summary is None:
         return 0
-    mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
-    print(
-        f"run finished ({summary.stop_reason}): {summary.labels_ok} labels, "
-        f"{summary.labels_failed} failed, {summary.generator_steps} MD steps, "
-        f"{summary.training_rounds} training rounds in {summary.wall_time_s:.0f} s; "
-        f"held-out force MAE {mae:.4f} eV/Å; committee in {summary.committee_path}"
-    )
+    print(_final_line(config, summary))
     if isinstance(config, TSRunConfig):
         rows = json.loads((config.out / "summary.json").read_text()).get("saddles", [])
         print(
@@ -296,6 +319,33 @@ def _cmd_md(args: argparse.Namespace) -> int:
             + (f" in {config.out / 'saddles.extxyz'}" if rows else "")
         )
     return 0
+
+
+def _final_line(config: MDRunConfig, summary: Summary) -> str:
+    """The run's last line: why it ended, what it made, and how good the potential is."""
+    mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
+    training = (
+        f"{summary.training_steps} training steps, {summary.publishes} publishes"
+        if summary.training_steps
+        else f"{summary.training_rounds} training rounds"
+    )
+    line = (
+        f"run finished [{summary.stop_criterion or 'other'}] ({summary.stop_reason}): "
+        f"{summary.labels_ok} labels, {summary.labels_failed} failed, "
+        f"{summary.generator_steps} MD steps, {training} in {summary.wall_time_s:.0f} s; "
+        f"held-out force MAE {mae:.4f} eV/Å"
+    )
+    report_path = config.out / "summary.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    check = report.get("final_check")
+    if check:
+        worst = check.get("max_system_test_force_mae")
+        line += (
+            f" (worst system {worst:.4f})" if worst is not None else ""
+        ) + f"; NVE check {'stable' if check['stable'] else 'UNSTABLE'}"
+    if summary.calibration:
+        line += f"; spread calibrated x{summary.calibration['force_std_scale']:.2f}"
+    return line + f"; committee in {summary.committee_path}"
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

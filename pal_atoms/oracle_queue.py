@@ -1,7 +1,13 @@
 """The controller's buffer of structures waiting for the oracle (PAL's oracle list).
 
-Most uncertain first, capped, with a diversity filter against near-duplicates (from one
-trajectory or across generators), and re-scored with the new committee after training.
+Capped, with a filter against near-duplicates (from one trajectory or across
+generators), and re-scored with the new committee after training. Which candidate goes
+next is the ``policy``: ``"uncertainty"`` takes the most uncertain; ``"diverse"`` weighs
+uncertainty by novelty, ``u * (1 - exp(-(d / novelty_A)²))`` with ``d`` the distance
+(RMS of sorted interatomic distances, Å) to the nearest structure of the same system
+already labelled or sent to an oracle. Taken greedily, one after another, that is
+farthest-point selection weighted by uncertainty: a batch is uncertain *and* spread out,
+not the same uncertain region labelled again and again.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-__all__ = ["Candidate", "OracleQueue", "distance_fingerprint"]
+__all__ = ["POLICIES", "Candidate", "OracleQueue", "distance_fingerprint"]
+
+#: Ways to pick the next candidate (module docstring).
+POLICIES = ("uncertainty", "diverse")
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +77,26 @@ class OracleQueue:
         diversity_A: RMS difference of :func:`distance_fingerprint` (Å) under which a new
             candidate counts as a duplicate of a queued or recently labelled one (0: off).
         memory: Recently labelled fingerprints remembered per system.
+        policy: ``"uncertainty"`` or ``"diverse"`` (module docstring).
+        novelty_A: Length scale of the novelty weight of ``"diverse"``, Å.
     """
 
-    def __init__(self, *, cap: int = 64, diversity_A: float = 0.02, memory: int = 256):
+    def __init__(
+        self,
+        *,
+        cap: int = 64,
+        diversity_A: float = 0.02,
+        memory: int = 256,
+        policy: str = "uncertainty",
+        novelty_A: float = 0.1,
+    ):
         if cap < 1:
             raise ValueError(f"cap must be >= 1, got {cap}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if not novelty_A > 0:
+            raise ValueError(f"novelty_A must be > 0, got {novelty_A}")
+        self.policy, self.novelty_A = policy, float(novelty_A)
         self.cap = cap
         self.diversity_A = diversity_A
         self._heap: list[Candidate] = []
@@ -126,10 +150,32 @@ class OracleQueue:
             return worst is not cand
         return True
 
+    def remember(self, atoms: Atoms) -> None:
+        """Count ``atoms`` as labelled (e.g. the store's labels at the start of a run)."""
+        self._recent[_system_key(atoms)].append(distance_fingerprint(atoms))
+
+    def novelty(self, atoms: Atoms) -> float:
+        """Distance (Å, RMS of sorted distances) to the nearest labelled structure (inf: none)."""
+        fp = distance_fingerprint(atoms)
+        d = [
+            float(np.sqrt(np.mean((other - fp) ** 2)))
+            for other in self._recent[_system_key(atoms)]
+            if other.shape == fp.shape
+        ]
+        return min(d, default=float("inf"))
+
     def pop(self) -> Candidate:
-        """Remove and return the most uncertain candidate; remember it as labelled."""
-        cand = heapq.heappop(self._heap)
-        self._recent[_system_key(cand.atoms)].append(distance_fingerprint(cand.atoms))
+        """Remove and return the next candidate (see ``policy``); remember it as labelled."""
+        if self.policy == "diverse" and len(self._heap) > 1:
+            weights = [
+                1.0 - np.exp(-((self.novelty(c.atoms) / self.novelty_A) ** 2)) for c in self._heap
+            ]
+            best = max(range(len(self._heap)), key=lambda i: self._heap[i].uncertainty * weights[i])
+            cand = self._heap.pop(best)
+            heapq.heapify(self._heap)
+        else:
+            cand = heapq.heappop(self._heap)
+        self.remember(cand.atoms)
         return cand
 
     def drain(self) -> list[Candidate]:

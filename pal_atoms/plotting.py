@@ -10,7 +10,10 @@ figures next to it (``DIR/plots`` by default):
 * ``learning_curve.png``: held-out force MAE against the number of labels
   (``summary.json``, else ``metrics.jsonl``);
 * ``parity.png``: committee-mean against reference force components on the held-out
-  frames (``committee/`` and ``test_set.extxyz``).
+  frames (``committee/`` and ``test_set.extxyz``);
+* ``calibration.png``: expected (calibrated spread) against observed force error on the
+  held-out frames, with the miscalibration area
+  (:mod:`pal_atoms.plot_calibration`).
 
 A figure whose inputs are missing (a run still starting, a run without test set) is
 skipped with a log line, never an error. Figures are drawn on matplotlib's ``Agg``
@@ -37,7 +40,7 @@ __all__ = ["FIGURES", "plot_parity", "plot_run"]
 logger = logging.getLogger(__name__)
 
 #: File names of the figures :func:`plot_run` can write.
-FIGURES = ("labels.png", "uncertainty.png", "learning_curve.png", "parity.png")
+FIGURES = ("labels.png", "uncertainty.png", "learning_curve.png", "parity.png", "calibration.png")
 
 #: Frames predicted per committee call for the parity plot (bounds the memory).
 _BATCH = 32
@@ -298,27 +301,33 @@ def _labelled_test_set(path: Path) -> list[Atoms]:
     return [a for a in frames if a.calc is not None and "forces" in a.calc.results]
 
 
-def _plot_run_parity(run_dir: Path, path: Path) -> Path | None:
+def _plot_run_committee(run_dir: Path, parity: Path, calibration: Path) -> list[Path | None]:
+    """Parity and calibration figures of the run's committee on its held-out frames."""
+    from pal_atoms.plot_calibration import calibration_report, plot_calibration
+
     test_path, committee_dir = run_dir / "test_set.extxyz", run_dir / "committee"
     if not test_path.exists() or not committee_dir.is_dir():
         logger.info("parity plot skipped: needs %s and %s", committee_dir, test_path)
-        return None
+        return [None, None]
     try:
         frames = _labelled_test_set(test_path)
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("parity plot skipped: %s could not be read (%s)", test_path, exc)
-        return None
+        return [None, None]
     if not frames:
         logger.info("parity plot skipped: %s holds no frames with forces", test_path)
-        return None
+        return [None, None]
     from pal_atoms.calculators import CommitteeCalculator
 
     try:
         committee = CommitteeCalculator.load(committee_dir, device="cpu")
     except (PalAtomsError, OSError, ValueError, KeyError, RuntimeError) as exc:
         logger.warning("parity plot skipped: committee in %s not loaded (%s)", committee_dir, exc)
-        return None
-    return plot_parity(committee, frames, path)
+        return [None, None]
+    return [
+        plot_parity(committee, frames, parity),
+        plot_calibration(calibration_report(committee, frames), calibration),
+    ]
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -351,6 +360,6 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         _plot_labels(store, t0, t_end, out / FIGURES[0]),
         _plot_uncertainty(metrics, store, t0, out / FIGURES[1]),
         _plot_learning_curve(points, out / FIGURES[2]),
-        _plot_run_parity(run, out / FIGURES[3]),
+        *_plot_run_committee(run, out / FIGURES[3], out / FIGURES[4]),
     ]
     return [p for p in written if p is not None]

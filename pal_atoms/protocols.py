@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ase import Atoms
 
-__all__ = ["PredictionClient", "Verdict"]
+__all__ = ["PredictionClient", "StopCriterion", "Verdict"]
 
 
 class Verdict(str, enum.Enum):
@@ -30,6 +30,33 @@ class Verdict(str, enum.Enum):
     TRUSTED = "trusted"
     UNCERTAIN = "uncertain"
     UNTRUSTED = "untrusted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StopCriterion(str, enum.Enum):
+    """Which rule ended a run (``summary.json``'s ``stop_criterion``).
+
+    ``CONVERGED`` is the normal end: few uncertain predictions and a validation error that
+    stopped improving. The others are limits or requests; the urgent ones (time limit,
+    signal, stop file) ask to stop now, so no last training round runs after them.
+    """
+
+    CONVERGED = "converged"
+    MAX_LABELS = "max_labels"
+    MAX_STEPS = "max_steps"
+    TIME_LIMIT = "time_limit"
+    SIGNAL = "signal"
+    STOP_FILE = "stop_file"
+    GENERATORS_FINISHED = "generators_finished"
+    FAILURE_BUDGET = "failure_budget"
+    OTHER = "other"
+
+    @property
+    def urgent(self) -> bool:
+        """Whether the stop asks to end now (skip the last training round)."""
+        return self in (StopCriterion.TIME_LIMIT, StopCriterion.SIGNAL, StopCriterion.STOP_FILE)
 
     def __str__(self) -> str:
         return self.value

@@ -34,8 +34,11 @@ def build_oracle(config: MDRunConfig) -> Any:
     return make_oracle(config.oracle, **settings)
 
 
-def load_frames(config: MDRunConfig, oracle: Any) -> list[Atoms]:
-    """Read, check and annotate the starting structures (charge, multiplicity)."""
+def load_frames(config: MDRunConfig, oracle: Any | None) -> list[Atoms]:
+    """Read, check and annotate the starting structures (charge, multiplicity).
+
+    ``oracle``: also ask it whether it can label each frame (``None``: skip that).
+    """
     frames = read_structures(config.system)
     for i, atoms in enumerate(frames):
         what = f"frame {i} of {config.system}"
@@ -43,7 +46,8 @@ def load_frames(config: MDRunConfig, oracle: Any) -> list[Atoms]:
         charge, mult = charge_and_multiplicity(atoms, config.charge)
         atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
         try:
-            oracle.check(atoms)
+            if oracle is not None:
+                oracle.check(atoms)
         except InputError as exc:
             raise InputError(f"{what}: {exc}") from exc
     return frames

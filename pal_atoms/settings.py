@@ -27,9 +27,28 @@ class WorkflowSettings:
         queue_cap: Most structures waiting for the oracle; the least uncertain are dropped.
         diversity_A: Candidates whose sorted interatomic distances differ by less than
             this RMS (Å) from a queued or recently labelled structure are skipped.
+        queue_policy: Which queued structure goes to the oracle next: ``"uncertainty"``
+            (the most uncertain) or ``"diverse"`` (uncertainty weighted by distance to
+            what was labelled; :mod:`pal_atoms.oracle_queue`).
         convergence_window: Predictions in the window of the convergence criterion.
         convergence_fraction: Converged when fewer than this fraction of the last
-            ``convergence_window`` predictions was uncertain or untrusted.
+            ``convergence_window`` predictions was uncertain or untrusted (and, with
+            ``require_training_plateau`` and a continuous trainer, the validation error
+            has stopped improving).
+        require_training_plateau: With a continuous trainer, convergence also needs every
+            trainer to report a plateau of its validation loss.
+        training_share: In one process with a continuous trainer, the fraction of wall
+            time spent on training steps between generator steps (under MPI training has
+            ranks of its own).
+        steps_per_label: With a continuous trainer, the oracle gets a new structure only
+            while the labels sent so far are at most ``label_burst`` plus the trainers'
+            optimizer steps divided by this (``None``: no pacing). Labels then arrive at
+            the pace training can absorb them, instead of as fast as a cheap oracle goes.
+        label_burst: Labels allowed before any training step (see ``steps_per_label``).
+        max_predictions_per_s: Cap on the generators' committee predictions per second in
+            all (``None``: none). On a small machine generators that run flat out take
+            the cores that training needs; above the cap the controller holds their
+            requests back (one process: trains instead).
         on_convergence: ``"stop"`` ends the run; ``"ml_md"`` stops oracle and training and
             lets the generators continue on the committee until another limit is hit.
         failure_budget: Stop when more than this fraction of the last
@@ -55,8 +74,14 @@ class WorkflowSettings:
     isolate_oracle: bool = False
     queue_cap: int = 64
     diversity_A: float = 0.02
+    queue_policy: str = "uncertainty"
     convergence_window: int = 200
     convergence_fraction: float = 0.01
+    require_training_plateau: bool = True
+    training_share: float = 0.5
+    steps_per_label: float | None = None
+    label_burst: int = 8
+    max_predictions_per_s: float | None = None
     on_convergence: Literal["stop", "ml_md"] = "stop"
     failure_budget: float = 0.5
     failure_window: int = 20
@@ -91,6 +116,7 @@ class WorkflowSettings:
                 "oracle_timeout_s needs isolate_oracle=True (a hung in-process "
                 "calculation cannot be interrupted)"
             )
+        self._check_pacing()
         for name in ("convergence_fraction", "failure_budget"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -104,6 +130,20 @@ class WorkflowSettings:
         for name in ("checkpoint_interval_s", "metrics_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def _check_pacing(self) -> None:
+        if self.queue_policy not in ("uncertainty", "diverse"):
+            raise ConfigError(
+                f"queue_policy must be 'uncertainty' or 'diverse', got {self.queue_policy!r}"
+            )
+        for name in ("steps_per_label", "max_predictions_per_s"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number or None, got {value}")
+        if not isinstance(self.label_burst, int) or self.label_burst < 0:
+            raise ConfigError(f"label_burst must be a non-negative integer, got {self.label_burst}")
+        if not 0.0 < self.training_share < 1.0:
+            raise ConfigError(f"training_share must lie in (0, 1), got {self.training_share}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkflowSettings:

@@ -52,6 +52,8 @@ class TSRunConfig(MDRunConfig):
         neb_images: Movable images per NEB band.
     """
 
+    # Saddle searches take few, expensive steps (an NEB step is a band of images): no cap.
+    generator_rate_hz: float | None = None
     driver: str = "sella"
     searches_per_frame: int = 2
     perturbation_A: float = 0.1

@@ -1,10 +1,15 @@
 """Active learning in one process: PAL's kernels interleaved (notebooks, tests, small jobs).
 
 :class:`ActiveLearning` steps every generator in turn on the committee, sends what the
-selection rule does not trust to the oracle queue, labels the most uncertain structure
-between generator rounds, retrains once ``retrain_size`` new labels have arrived, and
-stops on the first limit reached. The MPI controller runs the same kernels on separate
-ranks with the same settings and the same run directory layout.
+selection rule does not trust to the oracle queue, and labels the most uncertain structure
+between generator rounds. Training is continuous with a
+:class:`~pal_atoms.calculators.StreamingTrainer` (labels join it at once; between
+generator steps it trains for ``training_share`` of the wall time and publishes weights
+when its validation error improves) or in rounds with a
+:class:`~pal_atoms.calculators.CommitteeTrainer` (every ``retrain_size`` labels). The run
+ends when it has converged (few uncertain predictions and a validation error that
+stopped improving) or at the first limit reached. The MPI controller runs the same
+kernels on separate ranks with the same settings and the same run directory layout.
 """
 
 from __future__ import annotations
@@ -15,12 +20,10 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 from ase import Atoms
 
 from pal_atoms.errors import FailureBudgetExceeded, InputError
@@ -28,57 +31,19 @@ from pal_atoms.label import Label, LabelStatus
 from pal_atoms.metrics import MetricsLog, force_mae
 from pal_atoms.oracle_queue import Candidate, OracleQueue
 from pal_atoms.progress import Progress
-from pal_atoms.protocols import Verdict
+from pal_atoms.protocols import StopCriterion, Verdict
+from pal_atoms.run_state import StopRun, Summary, json_default, urgent_stop
 from pal_atoms.selection import SelectionRule, TrustWindow, score
 from pal_atoms.settings import WorkflowSettings
 from pal_atoms.store import LabelStore
+from pal_atoms.workflow_training import TrainingState
 
 __all__ = ["ActiveLearning", "Summary", "urgent_stop"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(kw_only=True)
-class Summary:
-    """What a run did.
-
-    Attributes:
-        labels_ok: ``ok`` labels stored by this run.
-        labels_failed: Labels stored with another status (failed, unconverged, timeout).
-        cancelled: Queued structures recorded as ``cancelled`` at the stop.
-        generator_steps: Generator steps taken.
-        predictions: Committee predictions judged.
-        training_rounds: Training rounds finished.
-        stop_reason: Why the run ended.
-        wall_time_s: Wall time in s.
-        timings_s: Busy time per kernel in s (prediction, oracle, training, store).
-        committee_path: Folder of the last committee checkpoint (``None`` without one).
-        test_force_mae: ``(labels, MAE)`` pairs: held-out force MAE in eV/Å of the starting
-            committee (at 0 labels of this run), then after each training round.
-    """
-
-    labels_ok: int = 0
-    labels_failed: int = 0
-    cancelled: int = 0
-    generator_steps: int = 0
-    predictions: int = 0
-    training_rounds: int = 0
-    stop_reason: str = ""
-    wall_time_s: float = 0.0
-    timings_s: dict[str, float] = field(default_factory=dict)
-    committee_path: str | None = None
-    test_force_mae: list[tuple[int, float]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable copy."""
-        return asdict(self)
-
-
-class StopRun(Exception):
-    """Ends the main loop; its message is the stop reason."""
-
-
-class ActiveLearning:
+class ActiveLearning(TrainingState):
     """Single-process active-learning loop (see the module docstring).
 
     Args:
@@ -140,7 +105,11 @@ class ActiveLearning:
         self.comm = comm
         self.layout = layout
         self._store_arg = store
-        self.queue = OracleQueue(cap=self.settings.queue_cap, diversity_A=self.settings.diversity_A)
+        self.queue = OracleQueue(
+            cap=self.settings.queue_cap,
+            diversity_A=self.settings.diversity_A,
+            policy=self.settings.queue_policy,
+        )
         self.summary = Summary()
         self._timings = dict.fromkeys(("prediction", "oracle", "training", "store"), 0.0)
         self._recent_verdicts: deque[bool] = deque(maxlen=self.settings.convergence_window)
@@ -149,6 +118,14 @@ class ActiveLearning:
         self.labelling = True
         self._signal: str | None = None
         self._max_force_std = 0.0
+        #: Continuous training (a trainer with ``train_steps``) rather than rounds.
+        self.continuous = callable(getattr(trainer, "train_steps", None))
+        #: The continuous trainer (``None`` for rounds or no training).
+        self.stream: Any = trainer if self.continuous else None
+        self._local_stream = False  # the serial loop feeds and steps the trainer itself
+        self._training_states: dict[int, dict[str, Any]] = {}
+        self._val_force_mae: float | None = None
+        self.dispatched = 0  # structures handed to an oracle by this run
 
     # -- the prediction client the generators talk to -----------------------------------------
     def evaluate(
@@ -182,7 +159,7 @@ class ActiveLearning:
 
     # -- kernels ------------------------------------------------------------------------------
     def _label_one(self, store: LabelStore) -> None:
-        cand = self.queue.pop()
+        cand = self.take_candidate()
         t0 = time.perf_counter()
         label = self.label_fn(
             cand.atoms,
@@ -230,6 +207,9 @@ class ActiveLearning:
             if label.ok:
                 self.summary.labels_ok += 1
                 self._labels_since_training += 1
+                if self._local_stream:
+                    self.stream.add([label.to_atoms()])
+                    self.note_training(0, self.stream.state())
             else:
                 self.summary.labels_failed += 1
                 logger.warning(
@@ -249,7 +229,7 @@ class ActiveLearning:
                 )
 
     def _train(self, store: LabelStore) -> None:
-        if self.trainer is None:
+        if self.trainer is None or self.continuous:
             return
         labels = store.read(status="ok")
         t0 = time.perf_counter()
@@ -287,7 +267,7 @@ class ActiveLearning:
         if self.run_dir is None or not states:
             return
         tmp = self.run_dir / "generators.json.tmp"
-        tmp.write_text(json.dumps(states, default=_json_default))
+        tmp.write_text(json.dumps(states, default=json_default))
         tmp.replace(self.run_dir / "generators.json")
 
     def restore_generators(self) -> int:
@@ -306,33 +286,43 @@ class ActiveLearning:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signal = signal.Signals(signum).name
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, criterion: StopCriterion = StopCriterion.OTHER) -> None:
         """End the run with ``reason`` (raises :class:`StopRun`)."""
-        raise StopRun(reason)
+        raise StopRun(reason, criterion)
 
     def check_stop(self, t_start: float) -> None:
         """Raise :class:`StopRun` if a limit is reached (``t_start``: ``time.monotonic()``)."""
         s = self.settings
         if self._signal:
-            raise StopRun(f"received {self._signal}")
+            raise StopRun(f"received {self._signal}", StopCriterion.SIGNAL)
         if self.summary.labels_ok >= s.max_labels:
-            raise StopRun(f"reached max_labels={s.max_labels}")
+            raise StopRun(f"reached max_labels={s.max_labels}", StopCriterion.MAX_LABELS)
         steps = max(self.summary.generator_steps, self.summary.predictions)
         if s.max_steps is not None and steps >= s.max_steps:
-            raise StopRun(f"reached max_steps={s.max_steps}")
+            raise StopRun(f"reached max_steps={s.max_steps}", StopCriterion.MAX_STEPS)
         if s.time_limit_s is not None and time.monotonic() - t_start >= s.time_limit_s:
-            raise StopRun(f"reached time_limit_s={s.time_limit_s:g}")
+            raise StopRun(f"reached time_limit_s={s.time_limit_s:g}", StopCriterion.TIME_LIMIT)
         if s.stop_file and self.run_dir is not None and (self.run_dir / s.stop_file).exists():
-            raise StopRun(f"stop file {self.run_dir / s.stop_file} appeared")
+            raise StopRun(
+                f"stop file {self.run_dir / s.stop_file} appeared", StopCriterion.STOP_FILE
+            )
         window = self._recent_verdicts
-        converged = len(window) == window.maxlen and (
-            sum(window) / len(window) < s.convergence_fraction
+        converged = (
+            len(window) == window.maxlen
+            and sum(window) / len(window) < s.convergence_fraction
+            and self.training_plateaued()
         )
         if self.labelling and converged:
             if s.on_convergence == "stop":
+                plateau = (
+                    ", validation error stopped improving"
+                    if self.continuous and s.require_training_plateau
+                    else ""
+                )
                 raise StopRun(
                     "converged: uncertain fraction below "
-                    f"{s.convergence_fraction:g} over {len(window)} predictions"
+                    f"{s.convergence_fraction:g} over {len(window)} predictions{plateau}",
+                    StopCriterion.CONVERGED,
                 )
             logger.info("converged: oracle and training stop; generators continue (ML-MD)")
             self.labelling = False
@@ -353,6 +343,35 @@ class ActiveLearning:
                     del iters[gid]
                 yield
 
+    def _serial_pass(
+        self,
+        store: LabelStore,
+        steps: Iterator[None],
+        metrics: MetricsLog,
+        t_start: float,
+        marks: dict[str, float],
+    ) -> None:
+        """One pass of the serial loop: a generator step, a label, training, bookkeeping."""
+        self.check_stop(t_start)
+        if self.over_prediction_cap(time.monotonic() - t_start):
+            self._idle(time.monotonic() - t_start)
+            return
+        if next(steps, StopIteration) is StopIteration:
+            raise StopRun("all generators finished", StopCriterion.GENERATORS_FINISHED)
+        if self.may_label():
+            self._label_one(store)
+            if not self.continuous and self._labels_since_training >= self.settings.retrain_size:
+                self._train(store)
+        now = time.monotonic()
+        if self.continuous and self.labelling:
+            self._share_training(now - t_start)
+        if now - marks["metrics"] >= self.settings.metrics_interval_s:
+            metrics.write(self.metrics(now - t_start))
+            marks["metrics"] = now
+        if now - marks["checkpoint"] >= self.settings.checkpoint_interval_s:
+            self._save_generators()
+            marks["checkpoint"] = now
+
     def run(self) -> Summary:
         """Run until a limit is reached; return the :class:`Summary`.
 
@@ -371,30 +390,26 @@ class ActiveLearning:
             progress=Progress(interval_s=self.settings.metrics_interval_s),
         )
         self._baseline()
+        if self.continuous:
+            # Train a private copy: the serving committee changes only by publishes.
+            self.stream.detach()
+            self.stream.add(store.read(status="ok"))
+            self._local_stream = True
+        for atoms in store.read(status="ok"):
+            self.queue.remember(atoms)
         old_handlers = self.install_signal_handlers()
         t_start = time.monotonic()
-        last_ckpt = last_metrics = t_start
         try:
             steps = self._steps()
+            marks = {"metrics": t_start, "checkpoint": t_start}
             while True:
-                self.check_stop(t_start)
-                if next(steps, StopIteration) is StopIteration:
-                    raise StopRun("all generators finished")
-                if self.labelling and self.queue:
-                    self._label_one(store)
-                    if self._labels_since_training >= self.settings.retrain_size:
-                        self._train(store)
-                now = time.monotonic()
-                if now - last_metrics >= self.settings.metrics_interval_s:
-                    metrics.write(self.metrics(now - t_start))
-                    last_metrics = now
-                if now - last_ckpt >= self.settings.checkpoint_interval_s:
-                    self._save_generators()
-                    last_ckpt = now
+                self._serial_pass(store, steps, metrics, t_start, marks)
         except StopRun as stop:
             self.summary.stop_reason = str(stop)
+            self.summary.stop_criterion = stop.criterion.value
         except FailureBudgetExceeded as exc:
             self.summary.stop_reason = str(exc)
+            self.summary.stop_criterion = StopCriterion.FAILURE_BUDGET.value
             self._finish(store, metrics, t_start)
             if own_store:
                 store.close()
@@ -446,8 +461,9 @@ class ActiveLearning:
         if (
             self._labels_since_training
             and self.trainer is not None
+            and not self.continuous
             and self.labelling
-            and not urgent_stop(self.summary.stop_reason)
+            and not urgent_stop(self.summary.stop_criterion or self.summary.stop_reason)
         ):
             self._train(store)
         elif self.summary.committee_path is None:
@@ -470,6 +486,10 @@ class ActiveLearning:
             "uncertain_fraction": (sum(window) / len(window)) if window else None,
             "max_force_std": self._max_force_std,
             "training_rounds": self.summary.training_rounds,
+            "training_steps": self.summary.training_steps,
+            "publishes": self.summary.publishes,
+            "val_force_mae": self._val_force_mae,
+            "force_std_scale": (self.summary.calibration or {}).get("force_std_scale"),
             "test_force_mae": self.summary.test_force_mae[-1][1]
             if self.summary.test_force_mae
             else None,
@@ -493,20 +513,3 @@ class ActiveLearning:
         """Put back handlers returned by :meth:`install_signal_handlers`."""
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-def urgent_stop(reason: str) -> bool:
-    """Whether a stop reason asks to stop now (time limit, signal, stop file).
-
-    An urgent stop skips the last training round on the newest labels: the latest
-    committee checkpoint stands.
-    """
-    return reason.startswith(("reached time_limit", "received", "stop file"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -43,7 +43,7 @@ from pal_atoms.mpi.codec import (
 from pal_atoms.mpi.comm import Backoff, Message, Tag, probe
 from pal_atoms.mpi.layout import Layout, Role
 from pal_atoms.oracle_queue import Candidate
-from pal_atoms.protocols import Verdict
+from pal_atoms.protocols import StopCriterion, Verdict
 from pal_atoms.selection import score
 from pal_atoms.store import LabelStore
 
@@ -106,6 +106,8 @@ class MPIController:
         self.generator_states: dict[str, Any] = {}
         self.gen_finished: set[int] = set()
         self.accounting = RankAccounting(layout.roles(size))
+        self.validation_every = al.validation_every
+        self.t_start = time.monotonic()
 
     # -- sending ------------------------------------------------------------------------------
     def _isend(self, array: np.ndarray, dest: int, tag: Tag) -> None:
@@ -213,9 +215,27 @@ class MPIController:
             self.dispatch()
         self.unstored.append((label, cand))
         if label.ok:
-            data = encode_labels([label.to_atoms()])
-            for t in self.trainers:
-                self._isend(data, t, Tag.TRAIN_DATA)
+            self._send_labels([label.to_atoms()])
+
+    def _send_labels(self, labels: list[Any]) -> None:
+        """Labels to every trainer; the validation ones also to every prediction rank.
+
+        Prediction ranks refit the calibration of the spread on the validation labels
+        after each publish (:func:`~pal_atoms.publishing.apply_published`).
+        """
+        if not labels:
+            return
+        data = encode_labels(labels)
+        for t in self.trainers:
+            self._isend(data, t, Tag.TRAIN_DATA)
+        if self.validation_every:
+            from pal_atoms.calculators.stream import is_validation
+
+            val = [a for a in labels if is_validation(a, self.validation_every)]
+            if val:
+                vdata = encode_labels(val)
+                for p in self.predictors:
+                    self._isend(vdata, p, Tag.TRAIN_DATA)
 
     def _store_labels(self, store: LabelStore) -> None:
         """Write the labels received since the last call, in one batch."""
@@ -235,19 +255,15 @@ class MPIController:
                 info["labels"],
                 info["time_s"],
             )
+        elif event == "stream":
+            self.accounting.add_busy(src, float(info["time_s"]))
+            self.al.note_training(src, info["state"])
+        elif event == "published":
+            self.al.note_publish(info["info"])
             self._rescore()
         elif event == "baseline":
             self.al.summary.test_force_mae.insert(0, (0, info["test_force_mae"]))
             logger.info("starting committee: held-out force MAE %.4f eV/Å", info["test_force_mae"])
-        elif event == "checkpoint":
-            self.al.summary.committee_path = info["path"]
-            if "test_force_mae" in info:
-                self.al.summary.test_force_mae.append(
-                    (self.al.summary.labels_ok, info["test_force_mae"])
-                )
-                logger.info(
-                    "committee checkpoint: held-out force MAE %.4f eV/Å", info["test_force_mae"]
-                )
         elif info.get("finished"):
             self.gen_finished.add(src)
         elif event == "states":
@@ -267,15 +283,16 @@ class MPIController:
     # -- dispatching --------------------------------------------------------------------------
     def dispatch(self) -> None:
         """Hand pending predictions and queued labels to free ranks."""
-        while self.pending and self.free_pred:
+        held = self.al.over_prediction_cap(time.monotonic() - self.t_start)
+        while self.pending and self.free_pred and not held:
             p = self.free_pred.popleft()
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.in_flight[p] = batch
             self.accounting.busy(p)
             self._isend(np.concatenate([rec for *_, rec in batch]), p, Tag.BATCH)
-        while self.al.labelling and self.al.queue and self.free_oracles:
+        while self.free_oracles and self.al.may_label():
             o = self.free_oracles.popleft()
-            cand = self.al.queue.pop()
+            cand = self.al.take_candidate()
             buf = np.concatenate(
                 [
                     encode_structures([(cand.atoms, cand.generator_id, cand.step)]),
@@ -290,12 +307,11 @@ class MPIController:
     def run(self, store: LabelStore, metrics: MetricsLog) -> None:
         """Run until a limit is reached, then shut every rank down in order."""
         al = self.al
-        existing = store.read()
-        if existing and self.trainers:
-            data = encode_labels(existing)
-            for t in self.trainers:
-                self._isend(data, t, Tag.TRAIN_DATA)
-        t_start = time.monotonic()
+        existing = store.read(status="ok")
+        self._send_labels(existing)
+        for atoms in existing:
+            al.queue.remember(atoms)
+        t_start = self.t_start = time.monotonic()
         last_metrics = t_start
         backoff = Backoff()
         try:
@@ -309,16 +325,18 @@ class MPIController:
                 self._store_labels(store)
                 al.check_stop(t_start)
                 if set(self.generators) <= self.finished_generators:
-                    al.stop("all generators finished")
+                    al.stop("all generators finished", StopCriterion.GENERATORS_FINISHED)
                 now = time.monotonic()
                 if now - last_metrics >= al.settings.metrics_interval_s:
                     metrics.write(self.metrics(now - t_start))
                     last_metrics = now
         except al.StopRun as stop:
             al.summary.stop_reason = str(stop)
+            al.summary.stop_criterion = stop.criterion.value
             self.shutdown(store)
         except FailureBudgetExceeded as exc:
             al.summary.stop_reason = str(exc)
+            al.summary.stop_criterion = StopCriterion.FAILURE_BUDGET.value
             self.shutdown(store)
             raise
         except BaseException:
@@ -388,7 +406,10 @@ class MPIController:
         self.stopping = True
         self.al.labelling = False
         self._store_labels(store)
-        stop = {"reason": self.al.summary.stop_reason}
+        stop = {
+            "reason": self.al.summary.stop_reason,
+            "criterion": self.al.summary.stop_criterion,
+        }
         for g in self.generators:
             self.comm.send(stop, dest=g, tag=Tag.STOP)
         self._pump(store, lambda: set(self.generators) <= self.done)

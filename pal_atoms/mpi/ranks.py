@@ -87,12 +87,19 @@ def prediction_rank(
     checkpoint: Path | None = None,
     test_set: Sequence[Atoms] = (),
 ) -> None:
-    """Serve batched committee predictions; load new weights; checkpoint if asked.
+    """Serve batched committee predictions; load published weights; checkpoint if asked.
 
-    With a test set, the starting committee's held-out force error is reported first, so
-    the learning curve begins at the committee the run started from.
+    Validation labels (TRAIN_DATA from the controller) are kept: after each publish the
+    calibration of the spread is refitted on them (:func:`apply_published`, the same
+    call as in one process). With a test set, the starting committee's held-out force
+    error is reported first, so the learning curve begins at the committee the run
+    started from; the rank with the checkpoint reports each publish to the controller.
     """
     from pal_atoms.metrics import force_mae
+    from pal_atoms.mpi.codec import decode_labels
+    from pal_atoms.publishing import apply_published
+
+    validation: list[Atoms] = []
 
     if test_set and checkpoint is not None:
         comm.send(
@@ -110,15 +117,20 @@ def prediction_rank(
             results = _predict_safely(committee, frames)
             reply = Tag.BATCH_RESULT if msg.tag is Tag.BATCH else Tag.RESCORE_RESULT
             send_array(comm, encode_predictions(results, [None] * len(results)), ctrl, reply)
+        elif msg.tag is Tag.TRAIN_DATA:
+            validation += decode_labels(msg.payload)
         elif msg.tag is Tag.WEIGHTS:
             weights, members = deserialize_weights(msg.payload)
-            committee.set_weights(weights, members=members)
+            info = apply_published(
+                committee,
+                weights,
+                members,
+                validation=validation,
+                checkpoint=checkpoint,
+                test_set=test_set if checkpoint is not None else (),
+            )
             if checkpoint is not None:
-                committee.save(checkpoint)
-                info: dict[str, Any] = {"event": "checkpoint", "path": str(checkpoint)}
-                if test_set:
-                    info["test_force_mae"] = force_mae(committee, list(test_set))
-                comm.send(info, dest=ctrl, tag=Tag.LOG)
+                comm.send({"event": "published", "info": info}, dest=ctrl, tag=Tag.LOG)
         elif msg.tag is Tag.STOP:
             comm.send({"role": "prediction"}, dest=ctrl, tag=Tag.DONE)
             return

@@ -31,7 +31,7 @@ def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per 
     from pal_atoms.mpi.controller import MPIController
     from pal_atoms.mpi.generators import generator_rank
     from pal_atoms.mpi.ranks import oracle_rank, prediction_rank
-    from pal_atoms.mpi.training import training_rank
+    from pal_atoms.mpi.training import stream_rank, training_rank
     from pal_atoms.workflow import Summary
 
     comm = al.comm
@@ -98,14 +98,23 @@ def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per 
         k = trainers.index(rank)
         n_members = int(getattr(al.committee, "n_members", 1))
         members = [m for m in range(n_members) if m % len(trainers) == k]
-        training_rank(
-            comm,
-            CONTROLLER,
-            al.committee,
-            al.trainer,
-            members=members,
-            retrain_size=al.settings.retrain_size,
-        )
+        if al.continuous:
+            from pal_atoms.calculators.stream import StreamingTrainer
+
+            # Each training rank owns its share of the members, on its own process's copy,
+            # and starts from whatever labels the user's trainer already holds.
+            stream = StreamingTrainer(al.committee, al.stream.settings, members=members)
+            stream.add(al.stream.labels)
+            stream_rank(comm, CONTROLLER, stream)
+        else:
+            training_rank(
+                comm,
+                CONTROLLER,
+                al.committee,
+                al.trainer,
+                members=members,
+                retrain_size=al.settings.retrain_size,
+            )
     else:
         gen_ranks = layout.ranks(size, Role.GENERATOR)
         k = gen_ranks.index(rank)

@@ -1,4 +1,9 @@
-"""Loop of a training rank: collect labels, train its members, send the weights."""
+"""Loops of a training rank: continuous (:func:`stream_rank`) or in rounds (:func:`training_rank`).
+
+Continuous: labels join the trainer the moment they arrive; the rank trains without
+stopping and sends a member's weights whenever its validation error improved. Rounds:
+collect labels, train once ``retrain_size`` new ones arrived, send the weights.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,9 @@ from ase import Atoms
 from pal_atoms.mpi.codec import decode_labels
 from pal_atoms.mpi.comm import Backoff, Tag, recv, send_array
 from pal_atoms.mpi.ranks import serialize_weights
-from pal_atoms.workflow import urgent_stop
+from pal_atoms.protocols import StopCriterion
 
-__all__ = ["training_rank"]
+__all__ = ["stream_rank", "training_rank"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,53 @@ def _drain(comm: Any, ctrl: int, labels: list[Atoms]) -> list[Atoms]:
         extra += decode_labels(more.payload)
     labels.extend(extra)
     return extra
+
+
+def _urgent(payload: Any) -> bool:
+    """Whether a STOP payload asks to stop now (time limit, signal, stop file)."""
+    if not isinstance(payload, dict):
+        return False
+    try:
+        return StopCriterion(payload.get("criterion", "")).urgent
+    except ValueError:
+        # A controller that sends only the sentence (older callers).
+        reason = str(payload.get("reason", ""))
+        return reason.startswith(("reached time_limit", "received", "stop file"))
+
+
+def stream_rank(comm: Any, ctrl: int, trainer: Any) -> None:
+    """Train ``trainer``'s members without stopping until the controller says STOP.
+
+    Between chunks of ``eval_every_steps`` optimizer steps the rank takes in every label
+    that has arrived (so new data join within one chunk, a few seconds), sends each
+    publish as a WEIGHTS message, and reports its progress (``stream`` log event, with
+    :meth:`~pal_atoms.calculators.StreamingTrainer.state`). With no labels yet it waits
+    without spinning.
+    """
+    chunk = trainer.settings.eval_every_steps
+    backoff = Backoff(max_sleep_s=0.05)
+    while True:
+        msg = recv(comm, source=ctrl, backoff=backoff, timeout_s=None if not trainer.n_train else 0)
+        while msg is not None:
+            if msg.tag is Tag.TRAIN_DATA:
+                trainer.add(decode_labels(msg.payload))
+            elif msg.tag is Tag.STOP:
+                comm.send(
+                    {"role": "training", "steps": trainer.step, "publishes": trainer.publishes},
+                    dest=ctrl,
+                    tag=Tag.DONE,
+                )
+                return
+            msg = recv(comm, source=ctrl, timeout_s=0)
+        backoff.reset()
+        t0 = time.perf_counter()
+        for pub in trainer.train_steps(chunk):
+            send_array(comm, serialize_weights(pub.weights, pub.members), ctrl, Tag.WEIGHTS)
+        comm.send(
+            {"event": "stream", "time_s": time.perf_counter() - t0, "state": trainer.state()},
+            dest=ctrl,
+            tag=Tag.LOG,
+        )
 
 
 def training_rank(
@@ -53,9 +105,8 @@ def training_rank(
             labels += arrived
             new += len(arrived)
         elif msg.tag is Tag.STOP:
-            reason = str(msg.payload.get("reason", "")) if isinstance(msg.payload, dict) else ""
             new += len(_drain(comm, ctrl, labels))
-            if new and not urgent_stop(reason):
+            if new and not _urgent(msg.payload):
                 logger.info("last round on %d labels (%d new) before stopping", len(labels), new)
                 rounds += 1
                 _train_round(

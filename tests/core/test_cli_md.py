@@ -66,6 +66,16 @@ def bad_inputs(tmp_path):
         ("good", ["--model-option", "warp_speed=9"], "unknown mace hyperparameter(s)"),
         ("good", ["--model-option", "r_max"], "--model-option needs KEY=VALUE"),
         ("good", ["--model-option", "r_max=-1"], "r_max must be positive"),
+        ("good", ["--training", "sometimes"], "unknown training 'sometimes'"),
+        ("good", ["--queue-policy", "random"], "queue_policy must be 'uncertainty' or"),
+        ("good", ["--target-force-error", "-0.1"], "target_force_error must be a positive"),
+        ("good", ["--target-force-error", "nan"], "target_force_error must be a positive"),
+        ("good", ["--convergence-fraction", "1.5"], "convergence_fraction must lie in (0, 1]"),
+        ("good", ["--convergence-window", "0"], "convergence_window must be >= 1"),
+        ("good", ["--final-check-ps", "-1"], "final_check_ps must be >= 0"),
+        ("good", ["--steps-per-label", "0"], "steps_per_label must be positive"),
+        ("good", ["--generator-rate-hz", "-3"], "generator_rate_hz must be positive"),
+        ("good", ["--lower", "2", "--upper", "1"], "need 0 <= lower <= upper"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, case, extra, match):
@@ -83,6 +93,7 @@ def test_model_options_from_file_and_flags_reach_the_committee(tmp_path, bad_inp
     toml = tmp_path / "run.toml"
     toml.write_text('[model_options]\nhidden_irreps = "16x0e"\nr_max = 4.5\n')
     argv = ["md", "--system", str(bad_inputs["good"]), "--config", str(toml)]
+    argv += ["--out", str(tmp_path / "run")]  # not ./pal-run, which may hold a real run
     argv += ["--model-option", "hidden_irreps=16x0e+16x1o", "--model-option", "num_bessel=6"]
     config = _md_config(build_parser().parse_args(argv))
     # The flags win key by key; values that read as numbers become numbers.
@@ -161,6 +172,13 @@ def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
     assert main(["plot", str(out)]) == 0
     pngs = sorted((out / "plots").glob("*.png"))
     assert len(pngs) >= 3 and all(p.stat().st_size > 1000 for p in pngs), pngs
+    assert (out / "plots" / "calibration.png").is_file()
+    # The run says how it ended and checked its committee per starting system.
+    assert summary["stop_criterion"] in {"max_labels", "time_limit", "converged"}
+    systems = {c["system"] for c in summary["final_check"]["systems"]}
+    assert systems == {"Bi4(0)", "Bi5(-1)"}
+    assert all(c["nve_steps"] > 0 for c in summary["final_check"]["systems"])
+    assert 0 < summary["test_calibration"]["rmse_over_std"] < float("inf")
     # A second run into the same directory needs --resume.
     assert main(argv) == 2
     # --resume continues the stopped run.

@@ -71,3 +71,38 @@ def test_worst_of_takes_the_most_severe_verdict_and_scores_by_the_first_rule():
     assert rule.key == "max_force_std" and rule.lower == 0.1
     with pytest.raises(ValueError, match="at least one"):
         WorstOf()
+
+
+def _bi3(stretch: float) -> Atoms:
+    atoms = Atoms("Bi3", positions=[[0, 0, 0], [3.0 + stretch, 0, 0], [1.5, 2.6, 0]])
+    atoms.info["charge"] = 0
+    return atoms
+
+
+@pytest.mark.parametrize(
+    ("policy", "second"),
+    [("uncertainty", "twin"), ("diverse", "distinct")],
+)
+def test_queue_policy_uncertainty_vs_diverse(policy, second):
+    from pal_atoms.oracle_queue import OracleQueue
+
+    queue = OracleQueue(cap=8, diversity_A=0.0, policy=policy, novelty_A=0.1)
+    names = {}
+    for name, stretch, u in (("first", 0.0, 1.0), ("twin", 0.01, 0.9), ("distinct", 0.6, 0.5)):
+        queue.push(_bi3(stretch), u, generator_id=len(names))
+        names[len(names)] = name
+    assert names[queue.pop().generator_id] == "first"  # nothing labelled yet: most uncertain
+    # The twin is 0.006 Å (RMS of sorted distances) from what was just labelled.
+    assert queue.novelty(_bi3(0.01)) < 0.01 < queue.novelty(_bi3(0.6))
+    assert names[queue.pop().generator_id] == second
+
+
+def test_queue_policy_is_checked():
+    from pal_atoms.errors import ConfigError
+    from pal_atoms.oracle_queue import OracleQueue
+    from pal_atoms.settings import WorkflowSettings
+
+    with pytest.raises(ValueError, match="policy"):
+        OracleQueue(policy="random")
+    with pytest.raises(ConfigError, match="queue_policy"):
+        WorkflowSettings(queue_policy="random")

@@ -164,3 +164,83 @@ def test_bad_settings(bad):
 
     with pytest.raises(ConfigError):
         WorkflowSettings(**bad)
+
+
+class FakeStream:
+    """A continuous trainer stand-in: counts steps, never publishes."""
+
+    class settings:  # noqa: N801  (attribute namespace like StreamSettings)
+        eval_every_steps = 5
+        validation_every = 8
+
+    def __init__(self, plateau=False):
+        self.step, self.labels, self.plateau = 0, [], plateau
+
+    @property
+    def n_train(self):
+        return len(self.labels)
+
+    validation_labels = ()
+
+    def add(self, labels):
+        self.labels += list(labels)
+
+    def detach(self):
+        pass
+
+    def train_steps(self, n):
+        self.step += n
+        return []
+
+    def state(self):
+        return {"step": self.step, "n_train": self.n_train, "n_val": 0, "plateau": self.plateau}
+
+
+def _stream_loop(tmp_path, trainer, std, **settings):
+    loop, _, _ = _loop(tmp_path, std, **settings)
+    loop.trainer, loop.stream, loop.continuous = trainer, trainer, True
+    return loop
+
+
+def test_continuous_labels_are_paced_by_training_steps(tmp_path):
+    trainer = FakeStream()
+    loop = _stream_loop(
+        tmp_path, trainer, lambda k: 0.5, steps_per_label=10.0, label_burst=2,
+        max_labels=6, training_share=0.5,
+    )  # fmt: skip
+    summary = loop.run()
+    assert summary.stop_criterion == "max_labels"
+    assert summary.training_rounds == 0  # no rounds in continuous mode
+    # Every label was allowed by the budget: burst + steps / steps_per_label.
+    assert loop.dispatched <= 2 + summary.training_steps / 10.0
+    assert trainer.n_train == summary.labels_ok  # each label joined the stream at once
+
+
+def test_continuous_convergence_waits_for_a_training_plateau(tmp_path):
+    trainer = FakeStream(plateau=False)
+    trainer.labels = ["a label from an earlier run"]
+    loop = _stream_loop(
+        tmp_path, trainer, lambda k: 0.01, convergence_window=20, max_steps=400,
+    )  # fmt: skip
+    assert loop.run().stop_criterion == "max_steps"  # confident, but training not done
+    trainer = FakeStream(plateau=True)
+    trainer.labels = ["a label from an earlier run"]  # something to train on
+    (tmp_path / "b").mkdir()
+    loop = _stream_loop(tmp_path / "b", trainer, lambda k: 0.01, convergence_window=20)
+    summary = loop.run()
+    assert summary.stop_criterion == "converged"
+    assert "validation error stopped improving" in summary.stop_reason
+
+
+def test_prediction_cap_holds_generators_back(tmp_path):
+    loop, _, _ = _loop(
+        tmp_path, lambda k: 0.01, max_predictions_per_s=50.0, time_limit_s=1.0,
+        convergence_window=100000,
+    )  # fmt: skip
+    summary = loop.run()
+    # Side by side with no cap in the same test: the cap binds (counts, not times).
+    assert summary.predictions <= 50.0 * summary.wall_time_s + 5
+    loop2, _, _ = _loop(
+        tmp_path / "free", lambda k: 0.01, time_limit_s=1.0, convergence_window=100000
+    )
+    assert loop2.run().predictions > summary.predictions

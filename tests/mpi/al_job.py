@@ -13,13 +13,20 @@ import sys
 from pathlib import Path
 
 from ase import Atoms
-from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
+from pal_atoms.calculators import (
+    CommitteeCalculator,
+    CommitteeTrainer,
+    StreamingTrainer,
+    StreamSettings,
+    TrainerSettings,
+)
 from pal_atoms.dynamics import MDGenerator, MDSettings, build_bi_clusters, rattle_sample
 from pal_atoms.oracles import XTB, label
 
 from pal_atoms.label import Label, LabelStatus
 from pal_atoms.selection import TrustWindow
 from pal_atoms.settings import WorkflowSettings
+from pal_atoms.store import LabelStore
 from pal_atoms.workflow import ActiveLearning
 
 
@@ -70,6 +77,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--bootstrap", type=int, default=0)
+    p.add_argument("--continuous", action="store_true", help="StreamingTrainer, no rounds")
+    p.add_argument("--lower", type=float, default=0.005, help="trust window on energy_std, eV")
+    p.add_argument("--convergence-window", type=int, default=200)
+    p.add_argument("--plateau-tolerance", type=float, default=0.02)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     comm = None
@@ -86,15 +97,37 @@ def main() -> None:
         committee = CommitteeCalculator.create(
             "mace", elements=["Bi"], n_members=3, seed=0, hidden_irreps="16x0e"
         )
-    trainer = CommitteeTrainer(
-        committee, settings=TrainerSettings(max_epochs=args.epochs, seed=0, lr=args.lr)
-    )
+    trainer: CommitteeTrainer | StreamingTrainer
+    if args.continuous:
+        trainer = StreamingTrainer(
+            committee,
+            StreamSettings(
+                lr=args.lr,
+                eval_every_steps=10,
+                validation_every=3,
+                min_validation=2,
+                plateau_evals=3,
+                plateau_tolerance=args.plateau_tolerance,
+            ),
+        )
+    else:
+        trainer = CommitteeTrainer(
+            committee, settings=TrainerSettings(max_epochs=args.epochs, seed=0, lr=args.lr)
+        )
     # Held-out frames and a bootstrap, labelled by the real oracle (cheap: ~ms each).
     test = labelled(rattle_sample(starts, 3, rattle_std_A=0.15, seed=11), oracle)
     if args.bootstrap and not args.resume:
-        trainer.train(
-            labelled(rattle_sample(starts, args.bootstrap, rattle_std_A=0.1, seed=5), oracle)
-        )
+        boot = labelled(rattle_sample(starts, args.bootstrap, rattle_std_A=0.1, seed=5), oracle)
+        if args.continuous:  # the stream starts from the store's labels
+            if comm is None or comm.Get_rank() == 0:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                with LabelStore(run_dir / "labels.h5") as store:
+                    for a in boot:
+                        store.append(a, oracle="xtb", method="GFN2-xTB", generator_id=-1)
+            if comm is not None:
+                comm.Barrier()
+        else:
+            trainer.train(boot)
     gens = [
         MDGenerator(
             a,
@@ -109,7 +142,7 @@ def main() -> None:
         generators=gens,
         store=run_dir / "labels.h5",
         trainer=trainer,
-        selection=TrustWindow(key="energy_std", lower=0.005, upper=5.0),
+        selection=TrustWindow(key="energy_std", lower=args.lower, upper=max(5.0, args.lower)),
         settings=WorkflowSettings(
             max_labels=args.max_labels,
             time_limit_s=args.time_limit,
@@ -118,6 +151,11 @@ def main() -> None:
             diversity_A=0.0,
             failure_window=10,
             failure_budget=0.6,
+            convergence_window=args.convergence_window,
+            convergence_fraction=0.05,
+            # Continuous: labels at the pace training absorbs them (5 steps each).
+            steps_per_label=5.0 if args.continuous else None,
+            label_burst=2,
         ),
         run_dir=run_dir,
         test_set=test,

@@ -56,13 +56,15 @@ def test_md_starts_its_own_mpi_ranks_by_default(tmp_path):
         "3",
         "--steps",
         "300",
+        "--training",
+        "rounds",
     ]
     proc = subprocess.run(
         [*CLI, *argv], capture_output=True, text=True, timeout=500, env=job_env(), check=False
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "run finished (reached max_labels=6)" in proc.stdout
-    assert "starting 5 MPI ranks" in proc.stderr or "starting 6 MPI ranks" in proc.stderr
+    assert "run finished [max_labels] (reached max_labels=6)" in proc.stdout
+    assert "starting 6 MPI ranks" in proc.stderr or "starting 7 MPI ranks" in proc.stderr
     assert proc.stdout.count("run finished") == 1  # one rank reports
     with LabelStore(out / "labels.h5", mode="r") as store:
         assert store.counts()["ok"] >= 4 + 6
@@ -87,8 +89,10 @@ def test_default_np_counts_kernels_generators_and_cores(tmp_path, monkeypatch):
     mpiexec()
     system = _system(tmp_path)  # two frames: two MD generators
     monkeypatch.setattr(cli_run, "_cores", lambda: 2)
-    assert cli_run._auto_np(MDRunConfig(system=system)) == 5  # 4 kernel ranks + 1
+    # 5 kernel ranks (controller, prediction, 2 training, oracle) + 1 generator rank
+    assert cli_run._auto_np(MDRunConfig(system=system)) == 6
     monkeypatch.setattr(cli_run, "_cores", lambda: 64)
-    assert cli_run._auto_np(MDRunConfig(system=system)) == 6  # one rank per generator
-    assert cli_run._auto_np(MDRunConfig(system=system, oracle_ranks=3)) == 8
-    assert cli_run._auto_np(TSRunConfig(system=system, searches_per_frame=3)) == 10
+    assert cli_run._auto_np(MDRunConfig(system=system)) == 7  # one rank per generator
+    assert cli_run._auto_np(MDRunConfig(system=system, oracle_ranks=3)) == 9
+    assert cli_run._auto_np(MDRunConfig(system=system, training_ranks=1)) == 6
+    assert cli_run._auto_np(TSRunConfig(system=system, searches_per_frame=3)) == 11
