@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ase import Atoms
 
 from pal_atoms.metrics import force_mae
@@ -78,9 +77,3 @@ def _brief(info: dict[str, Any]) -> str:
         parts.append(f"scale {info['calibration']['force_std_scale']:.3g}")
     return ", ".join(parts) or "no validation labels yet"
 
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` if it is a finite number, else ``None`` (for JSON)."""
-    if value is None or not np.isfinite(value):
-        return None
-    return float(value)
