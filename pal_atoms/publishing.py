@@ -76,4 +76,3 @@ def _brief(info: dict[str, Any]) -> str:
     if "calibration" in info:
         parts.append(f"scale {info['calibration']['force_std_scale']:.3g}")
     return ", ".join(parts) or "no validation labels yet"
-
