@@ -202,14 +202,16 @@ class ActiveLearning(TrainingState):
             for label, cand in items
         )
         self._timings["store"] += time.perf_counter() - t0
+        if self._local_stream:  # the labels join the stream at once, in one batch
+            ok = [label.to_atoms() for label, _ in items if label.ok]
+            if ok:
+                self.stream.add(ok)
+                self.note_training(0, self.stream.state())
         for label, cand in items:
             self._recent_failures.append(not label.ok)
             if label.ok:
                 self.summary.labels_ok += 1
                 self._labels_since_training += 1
-                if self._local_stream:
-                    self.stream.add([label.to_atoms()])
-                    self.note_training(0, self.stream.state())
             else:
                 self.summary.labels_failed += 1
                 logger.warning(
@@ -390,12 +392,13 @@ class ActiveLearning(TrainingState):
             progress=Progress(interval_s=self.settings.metrics_interval_s),
         )
         self._baseline()
+        existing = store.read(status="ok")
         if self.continuous:
             # Train a private copy: the serving committee changes only by publishes.
             self.stream.detach()
-            self.stream.add(store.read(status="ok"))
+            self.stream.add(existing)
             self._local_stream = True
-        for atoms in store.read(status="ok"):
+        for atoms in existing:
             self.queue.remember(atoms)
         old_handlers = self.install_signal_handlers()
         t_start = time.monotonic()
