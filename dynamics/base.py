@@ -98,9 +98,9 @@ class PatiencePolicy:
         if verdict is Verdict.TRUSTED:
             self.n_uncertain = 0
             return ""
-        if verdict is Verdict.UNTRUSTED:
+        if verdict is Verdict.UNTRUSTED or verdict is Verdict.FAILED:
             self.n_uncertain = 0
-            return "untrusted prediction"
+            return f"{verdict} prediction"
         self.n_uncertain += 1
         if self.n_uncertain > self.patience:
             self.n_uncertain = 0

@@ -52,8 +52,6 @@ UNCERTAINTY_KEYS = (
 #: ``atoms.info`` keys that change the prediction without moving an atom.
 _INFO_KEYS = ("charge", "total_charge", "multiplicity", "mult", "spin_multiplicity")
 
-_SEVERITY = {Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
-
 
 class UnphysicalStateError(PalAtomsError):
     """Raised when a generator reaches a geometry or prediction no one should use.
@@ -67,11 +65,11 @@ class UnphysicalStateError(PalAtomsError):
 def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict | None:
     """Most severe verdict of ``verdicts`` (``None`` for none).
 
-    Severity order: ``TRUSTED < UNCERTAIN < UNTRUSTED``.
+    Severity order: ``TRUSTED < UNCERTAIN < UNTRUSTED < FAILED``.
     """
     worst: Verdict | None = None
     for v in verdicts:
-        if worst is None or _SEVERITY[Verdict(v)] > _SEVERITY[worst]:
+        if worst is None or Verdict(v).severity > worst.severity:
             worst = Verdict(v)
     return worst
 
@@ -129,7 +127,8 @@ class ForwardingCalculator(Calculator):
 
         Raises:
             UnphysicalStateError: The guard rejected the geometry (nothing was forwarded),
-                or the client returned non-finite energy or forces (the verdict is kept).
+                the prediction failed (verdict ``FAILED``), or the client returned
+                non-finite energy or forces (the verdict is kept).
         """
         super().calculate(atoms, list(properties), list(system_changes))
         assert self.atoms is not None  # set by the base class
@@ -142,6 +141,8 @@ class ForwardingCalculator(Calculator):
         verdict = Verdict(verdict)
         self.last_verdict = verdict
         self._verdicts.append(verdict)
+        if verdict is Verdict.FAILED:
+            raise UnphysicalStateError("the committee could not predict this geometry")
         out = {
             k: (np.array(v, dtype=float) if isinstance(v, np.ndarray) else v)
             for k, v in results.items()

@@ -19,7 +19,7 @@ __all__ = ["FrameWriter"]
 
 logger = logging.getLogger(__name__)
 
-_VERDICT_CODES = {None: -1, Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
+_VERDICT_CODES: dict[Verdict | None, int] = {None: -1, **{v: v.severity for v in Verdict}}
 
 
 class FrameWriter:

@@ -25,14 +25,25 @@ class Verdict(str, enum.Enum):
     prediction may still be used (a generator counts these against its patience).
     ``UNTRUSTED``: above the upper bound; labelled as well, and the generator should not
     continue from this geometry.
+    ``FAILED``: the committee could not predict this geometry (the numbers that come with
+    it are NaN, never invented); it is not labelled, and the generator restarts.
     """
 
     TRUSTED = "trusted"
     UNCERTAIN = "uncertain"
     UNTRUSTED = "untrusted"
+    FAILED = "failed"
+
+    @property
+    def severity(self) -> int:
+        """Rank in ``TRUSTED < UNCERTAIN < UNTRUSTED < FAILED`` (also the wire code)."""
+        return _VERDICT_ORDER.index(self)
 
     def __str__(self) -> str:
         return self.value
+
+
+_VERDICT_ORDER = (Verdict.TRUSTED, Verdict.UNCERTAIN, Verdict.UNTRUSTED, Verdict.FAILED)
 
 
 class StopCriterion(str, enum.Enum):
@@ -51,12 +62,18 @@ class StopCriterion(str, enum.Enum):
     STOP_FILE = "stop_file"
     GENERATORS_FINISHED = "generators_finished"
     FAILURE_BUDGET = "failure_budget"
+    ERROR = "error"
     OTHER = "other"
 
     @property
     def urgent(self) -> bool:
         """Whether the stop asks to end now (skip the last training round)."""
-        return self in (StopCriterion.TIME_LIMIT, StopCriterion.SIGNAL, StopCriterion.STOP_FILE)
+        return self in (
+            StopCriterion.TIME_LIMIT,
+            StopCriterion.SIGNAL,
+            StopCriterion.STOP_FILE,
+            StopCriterion.ERROR,
+        )
 
     def __str__(self) -> str:
         return self.value

@@ -25,6 +25,7 @@ class Summary:
         cancelled: Queued structures recorded as ``cancelled`` at the stop.
         generator_steps: Generator steps taken.
         predictions: Committee predictions judged.
+        failed_predictions: Predictions that failed (verdict ``failed``; not labelled).
         training_rounds: Training rounds finished.
         stop_reason: Why the run ended (a sentence).
         stop_criterion: Which rule ended it (a :class:`~pal_atoms.protocols.StopCriterion`
@@ -46,6 +47,7 @@ class Summary:
     cancelled: int = 0
     generator_steps: int = 0
     predictions: int = 0
+    failed_predictions: int = 0
     training_rounds: int = 0
     stop_reason: str = ""
     stop_criterion: str = ""
@@ -76,22 +78,19 @@ class StopRun(Exception):
         self.criterion = criterion
 
 
-def urgent_stop(reason: str | StopCriterion) -> bool:
-    """Whether a stop asks to stop now (time limit, signal, stop file).
+def urgent_stop(criterion: str | StopCriterion) -> bool:
+    """Whether a stop asks to stop now (time limit, signal, stop file, error).
 
     An urgent stop skips the last training round on the newest labels: the latest
     committee checkpoint stands.
 
     Args:
-        reason: A :class:`StopCriterion` (or its value), or the stop sentence of older
-            callers.
+        criterion: A :class:`StopCriterion` or its value (anything else: not urgent).
     """
-    if isinstance(reason, StopCriterion):
-        return reason.urgent
     try:
-        return StopCriterion(reason).urgent
+        return StopCriterion(criterion).urgent
     except ValueError:
-        return reason.startswith(("reached time_limit", "received", "stop file"))
+        return False
 
 
 def json_default(value: Any) -> Any:

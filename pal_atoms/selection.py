@@ -30,8 +30,6 @@ __all__ = [
     "score",
 ]
 
-_SEVERITY = {Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
-
 
 class SelectionRule(Protocol):
     """A callable judging one committee prediction."""
@@ -228,4 +226,4 @@ class WorstOf:
     def __call__(self, atoms: Atoms, results: Mapping[str, Any]) -> Verdict:
         """Ask every rule; return the most severe verdict."""
         verdicts = [Verdict(rule(atoms, results)) for rule in self.rules]
-        return max(verdicts, key=_SEVERITY.__getitem__)
+        return max(verdicts, key=lambda v: v.severity)

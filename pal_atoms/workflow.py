@@ -27,9 +27,11 @@ from typing import Any
 from ase import Atoms
 
 from pal_atoms.errors import FailureBudgetExceeded, InputError
+from pal_atoms.guards import GuardedGenerator, StepOutcome, label_guarded
 from pal_atoms.label import Label, LabelStatus
 from pal_atoms.metrics import MetricsLog, force_mae
 from pal_atoms.oracle_queue import Candidate, OracleQueue
+from pal_atoms.prediction import failed_prediction, predict_guarded
 from pal_atoms.progress import Progress
 from pal_atoms.protocols import StopCriterion, Verdict
 from pal_atoms.run_state import StopRun, Summary, json_default, urgent_stop
@@ -133,11 +135,28 @@ class ActiveLearning(TrainingState):
     ) -> tuple[dict[str, Any], Verdict]:
         """:class:`~pal_atoms.protocols.PredictionClient` of the generators."""
         t0 = time.perf_counter()
-        (results,) = self.committee.predict_batch([atoms])
+        (results,) = predict_guarded(self.committee, [atoms])
         self._timings["prediction"] += time.perf_counter() - t0
+        verdict = self.judge(atoms, results, generator_id=generator_id, step=step)
+        return results or failed_prediction(len(atoms)), verdict
+
+    def judge(
+        self,
+        atoms: Atoms,
+        results: dict[str, Any] | None,
+        *,
+        generator_id: int,
+        step: int,
+    ) -> Verdict:
+        """The verdict on one prediction (``None``: it failed), accounted for (both modes)."""
+        if results is None:
+            self.summary.predictions += 1
+            self.summary.failed_predictions += 1
+            self._recent_verdicts.append(True)
+            return Verdict.FAILED
         verdict = Verdict(self.selection(atoms, results))
         self.note_prediction(atoms, results, verdict, generator_id=generator_id, step=step)
-        return results, verdict
+        return verdict
 
     def note_prediction(
         self,
@@ -161,7 +180,8 @@ class ActiveLearning(TrainingState):
     def _label_one(self, store: LabelStore) -> None:
         cand = self.take_candidate()
         t0 = time.perf_counter()
-        label = self.label_fn(
+        label = label_guarded(
+            self.label_fn,
             cand.atoms,
             self.oracle,
             timeout_s=self.settings.oracle_timeout_s,
@@ -332,17 +352,16 @@ class ActiveLearning(TrainingState):
 
     # -- main loop ----------------------------------------------------------------------------
     def _steps(self) -> Iterator[None]:
-        iters = {g.generator_id: g.irun(self) for g in self.generators}
-        while iters:
-            for gid in list(iters):
-                try:
-                    event = next(iters[gid])
-                except StopIteration:
-                    del iters[gid]
+        """Step every generator in turn, guarded (:class:`GuardedGenerator`, as under MPI)."""
+        live = [GuardedGenerator(g, self) for g in self.generators]
+        while live:
+            for guard in list(live):
+                outcome = guard.step()
+                if outcome is StepOutcome.FINISHED:
+                    live.remove(guard)
                     continue
-                self.summary.generator_steps += 1
-                if str(getattr(event, "action", "")) == "finished":
-                    del iters[gid]
+                if outcome is StepOutcome.STEPPED:
+                    self.summary.generator_steps += 1
                 yield
 
     def _serial_pass(
@@ -402,29 +421,59 @@ class ActiveLearning(TrainingState):
             self.queue.remember(atoms)
         old_handlers = self.install_signal_handlers()
         t_start = time.monotonic()
-        try:
+
+        def loop() -> None:
             steps = self._steps()
             marks = {"metrics": t_start, "checkpoint": t_start}
             while True:
                 self._serial_pass(store, steps, metrics, t_start, marks)
-        except StopRun as stop:
-            self.summary.stop_reason = str(stop)
-            self.summary.stop_criterion = stop.criterion.value
-        except FailureBudgetExceeded as exc:
-            self.summary.stop_reason = str(exc)
-            self.summary.stop_criterion = StopCriterion.FAILURE_BUDGET.value
-            self._finish(store, metrics, t_start)
-            if own_store:
-                store.close()
-            raise
+
+        try:
+            self.drive(loop, lambda: self._finish(store, metrics, t_start))
         finally:
             self.restore_signal_handlers(old_handlers)
             metrics.close()
-        self._finish(store, metrics, t_start)
-        if own_store:
-            store.close()
+            if own_store:
+                store.close()
         logger.info("run ended: %s", self.summary.stop_reason)
         return self.summary
+
+    def drive(
+        self,
+        body: Callable[[], None],
+        finish: Callable[[], None],
+        *,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        """The run's lifecycle, shared by the serial loop and the MPI controller.
+
+        ``body`` runs until it raises :class:`StopRun`; the stop is recorded and
+        ``finish`` runs (cancel the queue, checkpoint, last metrics; under MPI, shut the
+        ranks down in order). After the failure budget is exceeded the run finishes the
+        same way and the error propagates. After any other error the stop is recorded as
+        ``error``, ``on_error`` (default ``finish``) keeps what arrived, and the error
+        propagates: no label is lost and the store is closed by the caller.
+        """
+        try:
+            body()
+        except StopRun as stop:
+            self._record_stop(str(stop), stop.criterion)
+        except FailureBudgetExceeded as exc:
+            self._record_stop(str(exc), StopCriterion.FAILURE_BUDGET)
+            finish()
+            raise
+        except BaseException as exc:
+            self._record_stop(f"{type(exc).__name__}: {exc}", StopCriterion.ERROR)
+            try:
+                (on_error or finish)()
+            except Exception:  # the original error is the one to report
+                logger.exception("finishing the run after an error failed")
+            raise
+        finish()
+
+    def _record_stop(self, reason: str, criterion: StopCriterion) -> None:
+        self.summary.stop_reason = reason
+        self.summary.stop_criterion = criterion.value
 
     def _baseline(self) -> None:
         """Held-out error of the starting committee: the first point of the learning curve."""
@@ -466,7 +515,7 @@ class ActiveLearning(TrainingState):
             and self.trainer is not None
             and not self.continuous
             and self.labelling
-            and not urgent_stop(self.summary.stop_criterion or self.summary.stop_reason)
+            and not urgent_stop(self.summary.stop_criterion)
         ):
             self._train(store)
         elif self.summary.committee_path is None:

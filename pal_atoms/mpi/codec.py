@@ -12,8 +12,12 @@ Prediction record::
 
     [n_atoms, verdict, energy, energy_std, max_force_std, forces (3n), forces_std (n)]
 
-Label record (an ``ok`` label, for the training ranks) = structure record + [energy] +
-forces (3n).
+Label record (an ``ok`` label, for the training and prediction ranks) = structure
+record + [energy] + forces (3n) + [has_stress] + stress (6, Voigt, if has_stress).
+
+An oracle's result travels as :func:`label_message`: a control dict (status, error,
+provenance, ``atoms.info``) and, for an ``ok`` label, one float64 array of energy,
+forces and stress (:func:`label_from_message` rebuilds the :class:`~pal_atoms.label.Label`).
 
 The controller routes records without rebuilding them: :func:`structure_records` and
 :func:`prediction_records` split a buffer into per-record views, so a generator's record
@@ -31,6 +35,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 
+from pal_atoms.label import Label, LabelStatus
 from pal_atoms.protocols import Verdict
 
 __all__ = [
@@ -41,6 +46,9 @@ __all__ = [
     "encode_labels",
     "encode_predictions",
     "encode_structures",
+    "label_data_size",
+    "label_from_message",
+    "label_message",
     "prediction_records",
     "read_prediction",
     "read_structure",
@@ -49,7 +57,7 @@ __all__ = [
 ]
 
 _HEAD = 17
-VERDICT_CODES: dict[Verdict, int] = {Verdict.TRUSTED: 0, Verdict.UNCERTAIN: 1, Verdict.UNTRUSTED: 2}
+VERDICT_CODES: dict[Verdict, int] = {v: v.severity for v in Verdict}
 _VERDICTS = {v: k for k, v in VERDICT_CODES.items()}
 
 
@@ -221,14 +229,22 @@ def set_verdict(record: np.ndarray, verdict: Verdict) -> np.ndarray:
     return record
 
 
+def _stress_of(atoms: Atoms) -> np.ndarray | None:
+    calc = atoms.calc
+    stress = None if calc is None else calc.results.get("stress")
+    return None if stress is None else np.asarray(stress, dtype=float).reshape(6)
+
+
 def encode_labels(frames: Sequence[Atoms]) -> np.ndarray:
-    """Labelled structures (energy eV, forces eV/Å from their calculators) in one buffer."""
+    """Labelled structures in one buffer (energy eV, forces eV/Å, stress eV/Å³ if any)."""
     parts = []
     for a in frames:
+        stress = _stress_of(a)
         parts += [
             _structure(a, -1, -1),
             np.array([a.get_potential_energy()]),
             a.get_forces().ravel(),
+            np.array([0.0]) if stress is None else np.concatenate([[1.0], stress]),
         ]
     return np.concatenate(parts) if parts else np.empty(0)
 
@@ -239,9 +255,80 @@ def decode_labels(buf: np.ndarray) -> list[Atoms]:
     while i < buf.size:
         atoms, _, _, i = _read_structure(buf, i)
         n = len(atoms)
-        atoms.calc = SinglePointCalculator(
-            atoms, energy=float(buf[i]), forces=buf[i + 1 : i + 1 + 3 * n].reshape(n, 3)
-        )
-        out.append(atoms)
+        results: dict[str, Any] = {
+            "energy": float(buf[i]),
+            "forces": buf[i + 1 : i + 1 + 3 * n].reshape(n, 3).copy(),
+        }
         i += 1 + 3 * n
+        if buf[i]:
+            results["stress"] = buf[i + 1 : i + 7].copy()
+            i += 6
+        i += 1
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        out.append(atoms)
     return out
+
+
+def label_message(
+    label: Label, *, generator_id: int, step: int, uncertainty: float
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """An oracle's label as ``(control, data)``: what an oracle rank sends the controller.
+
+    ``control`` (a small dict) carries the status, error, provenance and the labelled
+    structure's ``info`` (charge, multiplicity); ``data`` is ``None`` for a label that is
+    not ``ok``, else ``[energy, forces (3n), stress (6, if any)]``.
+    """
+    control = {
+        "status": label.status.value,
+        "error": label.error,
+        "wall_time_s": label.wall_time_s,
+        "oracle": label.oracle,
+        "method": label.method,
+        "settings": label.settings,
+        "attempts": label.attempts,
+        "generator_id": generator_id,
+        "step": step,
+        "uncertainty": float(uncertainty),
+        "info": dict(label.atoms.info),
+        "has_stress": label.stress is not None,
+    }
+    if not label.ok:
+        return control, None
+    assert label.energy is not None  # an ok label has energy and forces
+    assert label.forces is not None
+    parts = [np.array([label.energy]), np.asarray(label.forces, dtype=float).ravel()]
+    if label.stress is not None:
+        parts.append(np.asarray(label.stress, dtype=float).ravel())
+    return control, np.concatenate(parts)
+
+
+def label_data_size(n_atoms: int, control: Mapping[str, Any]) -> int:
+    """Length of the ``data`` array of :func:`label_message` (0: none is sent)."""
+    if control["status"] != LabelStatus.OK.value:
+        return 0
+    return 1 + 3 * n_atoms + (6 if control.get("has_stress") else 0)
+
+
+def label_from_message(atoms: Atoms, control: Mapping[str, Any], data: np.ndarray | None) -> Label:
+    """Inverse of :func:`label_message` on the geometry that was sent to the oracle."""
+    atoms = atoms.copy()
+    atoms.info.update(control.get("info", {}))
+    n = len(atoms)
+    energy = forces = stress = None
+    if data is not None:
+        energy, forces = float(data[0]), data[1 : 1 + 3 * n].reshape(n, 3)
+        if control.get("has_stress"):
+            stress = data[1 + 3 * n : 7 + 3 * n]
+    return Label(
+        atoms=atoms,
+        status=LabelStatus(control["status"]),
+        energy=energy,
+        forces=forces,
+        stress=stress,
+        error=control["error"],
+        wall_time_s=control["wall_time_s"],
+        oracle=control["oracle"],
+        method=control["method"],
+        settings=control["settings"],
+        attempts=control["attempts"],
+    )

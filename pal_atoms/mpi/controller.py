@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pal_atoms.errors import FailureBudgetExceeded
-from pal_atoms.label import Label, LabelStatus
+from pal_atoms.label import Label
 from pal_atoms.metrics import MetricsLog
 from pal_atoms.mpi.accounting import RankAccounting, rss_mb
 from pal_atoms.mpi.codec import (
     decode_predictions,
     encode_labels,
     encode_structures,
+    label_data_size,
+    label_from_message,
     prediction_records,
     read_prediction,
     read_structure,
@@ -104,6 +105,8 @@ class MPIController:
         self.done: set[int] = set()
         self.stopping = False
         self.generator_states: dict[str, Any] = {}
+        self.generator_steps = 0  # reported by the generator ranks as they stop
+        self.rank_error = ""
         self.gen_finished: set[int] = set()
         self.accounting = RankAccounting(layout.roles(size))
         self.validation_every = al.validation_every
@@ -152,6 +155,8 @@ class MPIController:
             self._on_log(src, msg.payload)
         elif tag is Tag.DONE:
             self.done.add(src)
+            if msg.payload.get("role") == "generator":
+                self.generator_steps += int(msg.payload.get("steps", 0))
             if "states" in msg.payload:
                 self.generator_states.update({str(k): v for k, v in msg.payload["states"].items()})
 
@@ -163,9 +168,10 @@ class MPIController:
         touched: set[int] = set()
         for (g, req, slot, srec), prec in zip(batch, prediction_records(payload), strict=True):
             atoms, gid, step = read_structure(srec)
-            results, _ = read_prediction(prec)
-            verdict = Verdict(al.selection(atoms, results))
-            al.note_prediction(atoms, results, verdict, generator_id=gid, step=step)
+            results, pre = read_prediction(prec)
+            verdict = al.judge(
+                atoms, None if pre is Verdict.FAILED else results, generator_id=gid, step=step
+            )
             # The record goes back as the prediction rank wrote it, plus the verdict.
             req.replies[slot] = set_verdict(prec, verdict)
             req.missing -= 1
@@ -187,27 +193,14 @@ class MPIController:
         self.oracle_busy_s += time.perf_counter() - t_sent
         self.accounting.idle(src)
         self.free_oracles.append(src)
-        atoms = cand.atoms.copy()
-        atoms.info.update(control.get("info", {}))
-        energy = forces = None
-        if control["status"] == LabelStatus.OK.value:
-            data = np.empty(1 + 3 * len(atoms))
+        data = None
+        size = label_data_size(len(cand.atoms), control)
+        if size:
             from mpi4py import MPI
 
+            data = np.empty(size)
             self.comm.Recv([data, MPI.DOUBLE], source=src, tag=Tag.LABEL_DATA)
-            energy, forces = float(data[0]), data[1:].reshape(-1, 3)
-        label = Label(
-            atoms=atoms,
-            status=LabelStatus(control["status"]),
-            energy=energy,
-            forces=forces,
-            error=control["error"],
-            wall_time_s=control["wall_time_s"],
-            oracle=control["oracle"],
-            method=control["method"],
-            settings=control["settings"],
-            attempts=control["attempts"],
-        )
+        label = label_from_message(cand.atoms, control, data)
         # Hand the freed oracle its next structure at once; the label goes to the store with
         # the others of this pass (a flushed HDF5 write costs about 3 ms, however many
         # labels it holds), so cheap oracles never wait on the store.
@@ -264,6 +257,8 @@ class MPIController:
         elif event == "baseline":
             self.al.summary.test_force_mae.insert(0, (0, info["test_force_mae"]))
             logger.info("starting committee: held-out force MAE %.4f eV/Å", info["test_force_mae"])
+        elif event == "error":  # a bug on a worker rank: stop in order, keep every label
+            self.rank_error = f"rank {src} failed: {info['error']}"
         elif info.get("finished"):
             self.gen_finished.add(src)
         elif event == "states":
@@ -314,7 +309,9 @@ class MPIController:
         t_start = self.t_start = time.monotonic()
         last_metrics = t_start
         backoff = Backoff()
-        try:
+
+        def loop() -> None:
+            nonlocal last_metrics
             while True:
                 if self._drain(store):
                     backoff.reset()
@@ -323,6 +320,8 @@ class MPIController:
                 self.dispatch()
                 self._flush_outbox()
                 self._store_labels(store)
+                if self.rank_error:
+                    al.stop(self.rank_error, StopCriterion.ERROR)
                 al.check_stop(t_start)
                 if set(self.generators) <= self.finished_generators:
                     al.stop("all generators finished", StopCriterion.GENERATORS_FINISHED)
@@ -330,23 +329,16 @@ class MPIController:
                 if now - last_metrics >= al.settings.metrics_interval_s:
                     metrics.write(self.metrics(now - t_start))
                     last_metrics = now
-        except al.StopRun as stop:
-            al.summary.stop_reason = str(stop)
-            al.summary.stop_criterion = stop.criterion.value
-            self.shutdown(store)
-        except FailureBudgetExceeded as exc:
-            al.summary.stop_reason = str(exc)
-            al.summary.stop_criterion = StopCriterion.FAILURE_BUDGET.value
-            self.shutdown(store)
-            raise
-        except BaseException:
+
+        def on_error() -> None:
             try:  # keep every label that arrived, then take all ranks down
                 self._store_labels(store)
             finally:
                 self.comm.Abort(1)  # an unrecoverable error: never leave ranks hanging
-            raise
+
+        al.drive(loop, lambda: self.shutdown(store), on_error=on_error)
         al.summary.wall_time_s = time.monotonic() - t_start
-        al.summary.generator_steps = al.summary.predictions
+        al.summary.generator_steps = self.generator_steps
         metrics.write(self.metrics(al.summary.wall_time_s, final=True))
 
     def _drain(self, store: LabelStore) -> int:

@@ -3,7 +3,8 @@
 A generator rank holding several generators runs each in a thread and sends their
 geometries to the controller together (:class:`BatchingClient`): one message and one
 round trip per round of steps, not per generator step. User code runs guarded: an
-exception restarts that generator, never kills the rank.
+exception restarts that generator (:class:`~pal_atoms.guards.GuardedGenerator`,
+the same step as in one process), never kills the rank.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from pal_atoms.errors import PalAtomsError
+from pal_atoms.guards import GuardedGenerator, StepOutcome
 from pal_atoms.mpi.codec import (
     decode_predictions,
     encode_structures,
@@ -129,26 +130,19 @@ class BatchingClient:
         results, verdict = read_prediction(pending.reply)
         return results, verdict or Verdict.UNTRUSTED
 
-    def _drive(self, generator: Any, initial: dict[str, Any]) -> None:
+    def _drive(self, guard: GuardedGenerator) -> None:
         """Thread body: step one generator until it finishes or the run stops."""
-        gid = generator.generator_id
+        gid = guard.generator_id
+        generator = guard.generator
         try:
-            steps = generator.irun(self)
             while True:
                 try:
-                    next(steps)
-                except StopIteration:
-                    return
+                    outcome = guard.step()
                 except _StopRequested:
                     return
-                except (PalAtomsError, ArithmeticError, ValueError, RuntimeError) as exc:
-                    logger.warning(
-                        "generator %d failed (%s: %s); restarting it", gid, type(exc).__name__, exc
-                    )
-                    generator.restore(initial)
-                    steps = generator.irun(self)
-                    continue
-                self.steps[gid] += 1
+                if outcome is StepOutcome.FINISHED:
+                    return
+                self.steps[gid] = guard.steps
                 if self._want_states:  # between steps: the state is consistent
                     state = generator.state()
                     with self._lock:
@@ -200,15 +194,15 @@ class BatchingClient:
         Returns when every generator finished or the controller said stop; raises the
         first unexpected exception of a generator thread.
         """
-        initial = {g.generator_id: g.state() for g in self.generators}
+        guards = [GuardedGenerator(g, self) for g in self.generators]
         threads = [
             threading.Thread(
                 target=self._drive,
-                args=(g, initial[g.generator_id]),
+                args=(g,),
                 name=f"generator-{g.generator_id}",
                 daemon=True,  # a thread stuck in user code must not keep the rank alive
             )
-            for g in self.generators
+            for g in guards
         ]
         self._running = len(threads)
         self._live = set(self.steps)
@@ -246,17 +240,24 @@ def generator_rank(
     :class:`BatchingClient`, so the rank sends one message per round of steps.
     """
     client: MPIClient | BatchingClient
-    if len(generators) > 1:
-        batching = BatchingClient(comm, ctrl, generators, state_interval_s=state_interval_s)
-        batching.run()
-        steps = sum(batching.steps.values())
-        client = batching
-    else:
-        single = MPIClient(comm, ctrl)
-        steps = _run_one(comm, ctrl, single, generators, state_interval_s)
-        client = single
+    try:
+        if len(generators) > 1:
+            batching = BatchingClient(comm, ctrl, generators, state_interval_s=state_interval_s)
+            client = batching
+            batching.run()
+            steps = sum(batching.steps.values())
+        else:
+            single = MPIClient(comm, ctrl)
+            client = single
+            steps = _run_one(comm, ctrl, single, generators, state_interval_s)
+    except Exception as exc:  # a bug in user code: the controller ends the run in order
+        logger.exception("generator rank failed")
+        comm.send(
+            {"event": "error", "error": f"{type(exc).__name__}: {exc}"}, dest=ctrl, tag=Tag.LOG
+        )
+        steps = sum(client.steps.values()) if isinstance(client, BatchingClient) else 0
     if client.stop is None:
-        # Every generator finished on its own: report, then wait for the stop.
+        # Every generator finished on its own (or failed): report, then wait for the stop.
         comm.send({"role": "generator", "finished": True}, dest=ctrl, tag=Tag.LOG)
         while client.stop is None:
             msg = recv(comm, source=ctrl, backoff=client.backoff)
@@ -270,27 +271,14 @@ def _run_one(
     comm: Any, ctrl: int, client: MPIClient, generators: Sequence[Any], state_interval_s: float
 ) -> int:
     """Step the generators (at most one, or none) on the main thread; return the steps."""
-    initial = {g.generator_id: g.state() for g in generators}
-    iters = {g.generator_id: g.irun(client) for g in generators}
-    by_id = {g.generator_id: g for g in generators}
-    steps = 0
+    guards = [GuardedGenerator(g, client) for g in generators]
+    live = list(guards)
     last_states = time.monotonic()
     try:
-        while iters:
-            for gid in list(iters):
-                try:
-                    next(iters[gid])
-                    steps += 1
-                except StopIteration:
-                    del iters[gid]
-                except _StopRequested:
-                    raise
-                except (PalAtomsError, ArithmeticError, ValueError, RuntimeError) as exc:
-                    logger.warning(
-                        "generator %d failed (%s: %s); restarting it", gid, type(exc).__name__, exc
-                    )
-                    by_id[gid].restore(initial[gid])
-                    iters[gid] = by_id[gid].irun(client)
+        while live:
+            for guard in list(live):
+                if guard.step() is StepOutcome.FINISHED:
+                    live.remove(guard)
             if time.monotonic() - last_states > state_interval_s:
                 comm.send(
                     {"event": "states", "states": {g.generator_id: g.state() for g in generators}},
@@ -300,4 +288,4 @@ def _run_one(
                 last_states = time.monotonic()
     except _StopRequested:
         pass
-    return steps
+    return sum(g.steps for g in guards)

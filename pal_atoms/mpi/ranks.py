@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,16 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from pal_atoms.label import Label, LabelStatus
+from pal_atoms.guards import label_guarded
+from pal_atoms.label import Label
 from pal_atoms.mpi.codec import (
     decode_structures,
     encode_predictions,
+    label_message,
 )
 from pal_atoms.mpi.comm import Backoff, Tag, recv, send_array
+from pal_atoms.prediction import failed_prediction, predict_guarded
+from pal_atoms.protocols import Verdict
 
 __all__ = [
     "deserialize_weights",
@@ -54,29 +57,6 @@ def deserialize_weights(data: np.ndarray) -> tuple[list[dict[str, Any]], list[in
 
     obj = torch.load(io.BytesIO(data.tobytes()), map_location="cpu", weights_only=True)
     return obj["weights"], [int(m) for m in obj["members"]]
-
-
-def _predict_safely(committee: Any, frames: list[Atoms]) -> list[dict[str, Any]]:
-    try:
-        return list(committee.predict_batch(frames))
-    except Exception:  # one bad structure must not fail the others
-        out = []
-        for a in frames:
-            try:
-                out.append(committee.predict_batch([a])[0])
-            except Exception as exc:
-                logger.warning("prediction failed (%s); answering untrusted", exc)
-                n = len(a)
-                out.append(
-                    {
-                        "energy": 0.0,
-                        "forces": np.zeros((n, 3)),
-                        "energy_std": np.inf,
-                        "max_force_std": np.inf,
-                        "forces_std": np.full(n, np.inf),
-                    }
-                )
-        return out
 
 
 def prediction_rank(
@@ -114,9 +94,11 @@ def prediction_rank(
         backoff.reset()
         if msg.tag in (Tag.BATCH, Tag.RESCORE):
             frames = [a for a, _, _ in decode_structures(msg.payload)]
-            results = _predict_safely(committee, frames)
+            guarded = predict_guarded(committee, frames)
+            results = [r or failed_prediction(len(a)) for r, a in zip(guarded, frames, strict=True)]
+            verdicts = [None if r is not None else Verdict.FAILED for r in guarded]
             reply = Tag.BATCH_RESULT if msg.tag is Tag.BATCH else Tag.RESCORE_RESULT
-            send_array(comm, encode_predictions(results, [None] * len(results)), ctrl, reply)
+            send_array(comm, encode_predictions(results, verdicts), ctrl, reply)
         elif msg.tag is Tag.TRAIN_DATA:
             validation += decode_labels(msg.payload)
         elif msg.tag is Tag.WEIGHTS:
@@ -160,32 +142,10 @@ def oracle_rank(
         if msg.tag is not Tag.LABEL:
             continue
         ((atoms, gid, step),) = decode_structures(msg.payload[:-1])
-        t0 = time.perf_counter()
-        try:
-            label = label_fn(atoms, oracle, timeout_s=timeout_s, isolate=isolate)
-        except Exception as exc:  # invalid input found by the oracle's checks, or a bug
-            label = Label(
-                atoms=atoms,
-                status=LabelStatus.FAILED,
-                error=f"{type(exc).__name__}: {exc}",
-                wall_time_s=time.perf_counter() - t0,
-                oracle=getattr(oracle, "name", ""),
-                method=getattr(oracle, "method", ""),
-            )
-        control = {
-            "status": label.status.value,
-            "error": label.error,
-            "wall_time_s": label.wall_time_s,
-            "oracle": label.oracle,
-            "method": label.method,
-            "settings": label.settings,
-            "attempts": label.attempts,
-            "generator_id": gid,
-            "step": step,
-            "uncertainty": float(msg.payload[-1]),
-            "info": dict(label.atoms.info),
-        }
+        label = label_guarded(label_fn, atoms, oracle, timeout_s=timeout_s, isolate=isolate)
+        control, data = label_message(
+            label, generator_id=gid, step=step, uncertainty=float(msg.payload[-1])
+        )
         comm.send(control, dest=ctrl, tag=Tag.LABEL_DONE)
-        if label.ok:
-            data = np.concatenate([[label.energy], np.asarray(label.forces).ravel()])
+        if data is not None:
             send_array(comm, data, ctrl, Tag.LABEL_DATA)

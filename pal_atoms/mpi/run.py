@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pal_atoms.errors import WorkflowError
 from pal_atoms.metrics import MetricsLog
 from pal_atoms.mpi.layout import Layout, Role, device_for, make_ase_rank_local, node_local_rank
 from pal_atoms.progress import Progress
+from pal_atoms.protocols import StopCriterion
 
 if TYPE_CHECKING:
     from pal_atoms.workflow import ActiveLearning, Summary
@@ -26,9 +28,8 @@ logger = logging.getLogger(__name__)
 CONTROLLER = 0
 
 
-def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per role)
+def run_mpi(al: ActiveLearning) -> Summary:
     """Run ``al`` on ``al.comm``; rank 0 returns the run's summary, others their own."""
-    from pal_atoms.mpi.controller import MPIController
     from pal_atoms.mpi.generators import generator_rank
     from pal_atoms.mpi.ranks import oracle_rank, prediction_rank
     from pal_atoms.mpi.training import stream_rank, training_rank
@@ -60,20 +61,7 @@ def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per 
     logger.debug("rank %d of %d: %s on %s", rank, size, role, device)
 
     if role is Role.CONTROLLER:
-        store = al.open_store()
-        metrics = MetricsLog(
-            al.run_dir / "metrics.jsonl" if al.run_dir else None,
-            progress=Progress(interval_s=al.settings.metrics_interval_s),
-        )
-        old = al.install_signal_handlers()
-        try:
-            MPIController(al, comm, layout).run(store, metrics)
-        finally:
-            metrics.close()
-            al.restore_signal_handlers(old)
-            store.close()
-        logger.info("run ended: %s", al.summary.stop_reason)
-        return al.summary
+        return _control(al, comm, layout)
     if role is Role.PREDICTION:
         first = rank == layout.ranks(size, Role.PREDICTION)[0]
         checkpoint = al.run_dir / "committee" if (first and al.run_dir) else None
@@ -121,3 +109,25 @@ def run_mpi(al: ActiveLearning) -> Summary:  # noqa: PLR0915  (one dispatch per 
         mine = [g for i, g in enumerate(al.generators) if i % len(gen_ranks) == k]
         generator_rank(comm, CONTROLLER, mine, state_interval_s=al.settings.checkpoint_interval_s)
     return Summary(stop_reason=f"{role} rank {rank} finished")
+
+
+def _control(al: ActiveLearning, comm: Any, layout: Layout) -> Summary:
+    """The controller rank: open the store, run the controller, close everything."""
+    from pal_atoms.mpi.controller import MPIController
+
+    store = al.open_store()
+    metrics = MetricsLog(
+        al.run_dir / "metrics.jsonl" if al.run_dir else None,
+        progress=Progress(interval_s=al.settings.metrics_interval_s),
+    )
+    old = al.install_signal_handlers()
+    try:
+        MPIController(al, comm, layout).run(store, metrics)
+    finally:
+        metrics.close()
+        al.restore_signal_handlers(old)
+        store.close()
+    logger.info("run ended: %s", al.summary.stop_reason)
+    if al.summary.stop_criterion == StopCriterion.ERROR.value:
+        raise WorkflowError(al.summary.stop_reason)  # as in one process: the run failed
+    return al.summary

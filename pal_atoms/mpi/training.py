@@ -19,7 +19,7 @@ from ase import Atoms
 from pal_atoms.mpi.codec import decode_labels
 from pal_atoms.mpi.comm import Backoff, Tag, recv, send_array
 from pal_atoms.mpi.ranks import serialize_weights
-from pal_atoms.protocols import StopCriterion
+from pal_atoms.run_state import urgent_stop
 
 __all__ = ["stream_rank", "training_rank"]
 
@@ -37,14 +37,7 @@ def _drain(comm: Any, ctrl: int, labels: list[Atoms]) -> list[Atoms]:
 
 def _urgent(payload: Any) -> bool:
     """Whether a STOP payload asks to stop now (time limit, signal, stop file)."""
-    if not isinstance(payload, dict):
-        return False
-    try:
-        return StopCriterion(payload.get("criterion", "")).urgent
-    except ValueError:
-        # A controller that sends only the sentence (older callers).
-        reason = str(payload.get("reason", ""))
-        return reason.startswith(("reached time_limit", "received", "stop file"))
+    return isinstance(payload, dict) and urgent_stop(payload.get("criterion", ""))
 
 
 def stream_rank(comm: Any, ctrl: int, trainer: Any) -> None:

@@ -121,3 +121,80 @@ def test_rank_accounting_busy_fractions_and_steps():
     assert m["2"]["busy_fraction"] >= m["1"]["busy_fraction"]  # counted up to now
     assert m["3"]["busy_fraction"] == 0.5
     assert m["4"] == {"role": "generator", "steps": 15, "steps_per_s": 15.0}
+
+
+def _ok_label(atoms, with_stress):
+    from pal_atoms.label import Label
+
+    rng = np.random.default_rng(0)
+    return Label(
+        atoms=atoms,
+        status="ok",
+        energy=-12.5,
+        forces=rng.normal(size=(len(atoms), 3)),
+        stress=rng.normal(size=6) if with_stress else None,
+        oracle="emt",
+        method="EMT",
+        settings={"a": 1},
+        attempts=2,
+        wall_time_s=0.25,
+    )
+
+
+@pytest.mark.parametrize("with_stress", [True, False])
+def test_a_label_message_carries_stress_charge_and_provenance(with_stress):
+    from pal_atoms.mpi.codec import label_data_size, label_from_message, label_message
+
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[3, 3, 3], pbc=True)
+    atoms.info.update(charge=-1, multiplicity=2)
+    sent = _ok_label(atoms, with_stress)
+    control, data = label_message(sent, generator_id=3, step=7, uncertainty=0.4)
+    assert data is not None and data.size == label_data_size(len(atoms), control)
+    got = label_from_message(atoms, control, data)
+    assert got.ok and got.energy == sent.energy and got.attempts == 2
+    np.testing.assert_array_equal(got.forces, sent.forces)
+    if with_stress:
+        np.testing.assert_array_equal(got.stress, sent.stress)
+    else:
+        assert got.stress is None
+    assert got.atoms.info["charge"] == -1 and got.atoms.info["multiplicity"] == 2
+    assert (got.oracle, got.method, got.settings) == ("emt", "EMT", {"a": 1})
+    assert (control["generator_id"], control["step"], control["uncertainty"]) == (3, 7, 0.4)
+
+
+def test_a_failed_label_message_has_no_numbers():
+    from pal_atoms.label import Label
+    from pal_atoms.mpi.codec import label_data_size, label_from_message, label_message
+
+    atoms = molecule("H2O")
+    failed = Label(atoms=atoms, status="failed", error="SCF crashed", oracle="xtb")
+    control, data = label_message(failed, generator_id=0, step=1, uncertainty=1.0)
+    assert data is None and label_data_size(len(atoms), control) == 0
+    got = label_from_message(atoms, control, None)
+    assert not got.ok and got.error == "SCF crashed" and got.energy is None
+
+
+def test_training_label_buffers_keep_stress():
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from pal_atoms.mpi.codec import decode_labels, encode_labels
+
+    a = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[3, 3, 3], pbc=True)
+    a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.ones((2, 3)), stress=np.arange(6.0))
+    b = molecule("H2O")
+    b.calc = SinglePointCalculator(b, energy=-2.0, forces=np.zeros((3, 3)))
+    got = decode_labels(encode_labels([a, b, a]))
+    assert [len(x) for x in got] == [2, 3, 2]
+    np.testing.assert_array_equal(got[0].get_stress(voigt=True), np.arange(6.0))
+    assert "stress" not in got[1].calc.results
+    assert got[1].get_potential_energy() == -2.0
+
+
+def test_a_failed_prediction_travels_as_a_verdict_with_nan():
+    from pal_atoms.prediction import failed_prediction
+
+    rec = encode_predictions([failed_prediction(3)], [Verdict.FAILED])
+    ((results, verdict),) = decode_predictions(rec)
+    assert verdict is Verdict.FAILED
+    assert np.all(np.isnan(results["forces"])) and results["forces"].shape == (3, 3)
+    assert [v.severity for v in Verdict] == [0, 1, 2, 3]

@@ -83,17 +83,18 @@ def run_rank(monkeypatch: pytest.MonkeyPatch, script: list[Message | None]) -> t
 
 
 @pytest.mark.parametrize(
-    ("reason", "last_round"),
+    ("criterion", "last_round"),
     [
-        ("reached max_labels=5", True),
-        ("all generators finished", True),
-        ("reached time_limit_s=60", False),
-        ("received SIGTERM", False),
-        ("stop file run/STOP appeared", False),
+        ("max_labels", True),
+        ("generators_finished", True),
+        ("time_limit", False),
+        ("signal", False),
+        ("stop_file", False),
+        ("error", False),
     ],
 )
 def test_rounds_every_retrain_size_labels_and_a_last_round_unless_urgent(
-    monkeypatch, reason, last_round
+    monkeypatch, criterion, last_round
 ):
     script = [
         Message(CTRL, Tag.TRAIN_DATA, labels(2, 0)),
@@ -101,7 +102,7 @@ def test_rounds_every_retrain_size_labels_and_a_last_round_unless_urgent(
         None,
         Message(CTRL, Tag.TRAIN_DATA, labels(1, 3)),
         Message(CTRL, Tag.TRAIN_DATA, labels(1, 4)),  # 2 new: below retrain_size
-        Message(CTRL, Tag.STOP, {"reason": reason}),
+        Message(CTRL, Tag.STOP, {"reason": "the run stops", "criterion": criterion}),
     ]
     trainer, ctrl = run_rank(monkeypatch, script)
     expected = [[0.0, 1.0, 2.0]] + ([[0.0, 1.0, 2.0, 3.0, 4.0]] if last_round else [])
@@ -118,7 +119,7 @@ def test_rounds_every_retrain_size_labels_and_a_last_round_unless_urgent(
 def test_no_last_round_without_new_labels(monkeypatch):
     script = [
         Message(CTRL, Tag.TRAIN_DATA, labels(3, 0)),
-        Message(CTRL, Tag.STOP, {"reason": "reached max_labels=3"}),
+        Message(CTRL, Tag.STOP, {"reason": "reached max_labels=3", "criterion": "max_labels"}),
     ]
     trainer, ctrl = run_rank(monkeypatch, script)
     assert len(trainer.rounds) == 1
