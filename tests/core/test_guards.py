@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from ase.build import molecule
-
 from pal_atoms.dynamics import Action, GeneratorEvent
+
 from pal_atoms.guards import GuardedGenerator, StepOutcome, label_guarded
 from pal_atoms.prediction import predict_guarded
 
