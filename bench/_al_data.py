@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - older ASE
 
 from pal_atoms.oracles import XTB, label
 
-from pal_atoms.checks import charge_and_multiplicity, min_distance
+from pal_atoms.core.checks import charge_and_multiplicity, min_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Bump when the way structures are made changes (invalidates the cache).

@@ -27,10 +27,10 @@ from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, Trainer
 from pal_atoms.dynamics import MDGenerator, MDSettings, rattle_sample
 from pal_atoms.oracles import XTB, label
 
-from pal_atoms.selection import RecentQuantile, TrustWindow
-from pal_atoms.settings import WorkflowSettings
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.selection import RecentQuantile, TrustWindow
+from pal_atoms.workflow.settings import WorkflowSettings
 
 logger = logging.getLogger("al_vs_random")
 

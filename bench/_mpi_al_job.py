@@ -22,10 +22,10 @@ import _standins as s  # bench/ is sys.path[0] (mpi4py's runner sets it like pyt
 import numpy as np
 from mpi4py import MPI
 
-from pal_atoms.metrics import read_metrics
-from pal_atoms.mpi.layout import Layout
-from pal_atoms.settings import WorkflowSettings
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.metrics import read_metrics
+from pal_atoms.workflow.mpi.layout import Layout
+from pal_atoms.workflow.settings import WorkflowSettings
 
 
 def quiet_barrier(comm: MPI.Comm) -> None:
@@ -81,7 +81,7 @@ def committee_and_selection(args: argparse.Namespace, rank: int) -> tuple[Any, A
         return s.ZeroCommittee(seed=rank), s.selection_for_fraction(args.uncertain_fraction)
     from pal_atoms.calculators import CommitteeCalculator
 
-    from pal_atoms.selection import TrustWindow
+    from pal_atoms.workflow.selection import TrustWindow
 
     committee = CommitteeCalculator.create(
         "mace", elements=["H", "C", "O"], n_members=4, mode=args.committee_mode, device="cpu"

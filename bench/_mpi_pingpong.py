@@ -5,8 +5,8 @@ Payloads are those of one generator step: a structure record out (17 + 4n float6
 prediction record back (5 + 4n float64). Rank 0 plays the generator, rank 1 the
 predictor (direct) or the relay (controller), rank 2 the predictor behind the relay.
 Each pattern is timed with MPICH's blocking ``Recv`` (it spins), with pal-atoms'
-non-spinning receive (``Iprobe`` + backing-off sleep, :func:`pal_atoms.mpi.comm.recv`)
-with the default :class:`~pal_atoms.mpi.comm.Backoff`, and with the plain doubling backoff
+non-spinning receive (``Iprobe`` + backing-off sleep, :func:`pal_atoms.workflow.mpi.comm.recv`)
+with the default :class:`~pal_atoms.workflow.mpi.comm.Backoff`, and with the plain doubling backoff
 pal-atoms used before (20 us doubling to 2 ms).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from pal_atoms.mpi.comm import Backoff, recv
+from pal_atoms.workflow.mpi.comm import Backoff, recv
 
 
 def quiet_barrier(comm: MPI.Comm) -> None:

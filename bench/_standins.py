@@ -28,8 +28,8 @@ from ase.build import molecule
 from ase.calculators.calculator import Calculator, all_changes
 from pal_atoms.dynamics import Action, Generator, GeneratorEvent
 
-from pal_atoms.protocols import PredictionClient
-from pal_atoms.selection import TrustWindow
+from pal_atoms.core.protocols import PredictionClient
+from pal_atoms.workflow.selection import TrustWindow
 
 __all__ = [
     "LATENCY_BINS_S",

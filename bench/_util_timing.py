@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from pal_atoms.label import Label
-from pal_atoms.oracle_queue import Candidate, OracleQueue
+from pal_atoms.core.label import Label
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.oracle_queue import Candidate, OracleQueue
 
 __all__ = [
     "TimedAL",

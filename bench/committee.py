@@ -40,7 +40,7 @@ def timeit(fn, repeat: int) -> float:
 
 def mace_reference(structure, repeat):
     """mace's own MACECalculator with 1 and 4 model files of the same architecture."""
-    from pal_atoms.compat import import_mace
+    from pal_atoms.core.compat import import_mace
 
     import_mace()
     from mace.calculators import MACECalculator

@@ -34,8 +34,8 @@ from pal_atoms.dynamics import (
     local_comm,
 )
 
-from pal_atoms.protocols import Verdict
-from pal_atoms.selection import TrustWindow
+from pal_atoms.core.protocols import Verdict
+from pal_atoms.workflow.selection import TrustWindow
 
 
 def trusted(atoms, results):

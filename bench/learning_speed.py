@@ -69,7 +69,7 @@ def _xtb_md(frames: list[Any], temps: list[float], n: int, every: int, seed: int
 
 
 def _mae_per_system(committee: Any, frames: list[Any]) -> dict[str, float]:
-    from pal_atoms.final_check import system_key
+    from pal_atoms.jobs.final_check import system_key
 
     preds = committee.predict_batch(frames)
     errs: dict[str, list[np.ndarray]] = {}
@@ -95,7 +95,7 @@ def _run_md(system: Path, out: Path, mode: str, seed: int, args: argparse.Namesp
 
 
 def _curve(run: Path) -> list[dict[str, float]]:
-    from pal_atoms.metrics import read_metrics
+    from pal_atoms.workflow.metrics import read_metrics
 
     return [
         {"t_s": r["elapsed_s"], "labels": r["labels_ok"], "mae": r["test_force_mae"]}

@@ -103,7 +103,7 @@ def patch_controller(*, per_label_store: bool) -> None:
     """
     from _util_timing import now
 
-    from pal_atoms.mpi import controller
+    from pal_atoms.workflow.mpi import controller
 
     class Stamped(controller.MPIController):
         def _on_label(self, src: int, control: dict[str, Any], store: Any) -> None:
@@ -123,8 +123,8 @@ def job(cfg: dict[str, Any], out: Path) -> None:
     from ase.build import molecule
     from mpi4py import MPI
 
-    from pal_atoms.mpi.layout import Layout
-    from pal_atoms.settings import WorkflowSettings
+    from pal_atoms.workflow.mpi.layout import Layout
+    from pal_atoms.workflow.settings import WorkflowSettings
 
     patch_controller(per_label_store=cfg["variant"] == "per-label-store")
     comm = MPI.COMM_WORLD

@@ -197,14 +197,14 @@ def isolation(quick: bool) -> tuple[list[list[Any]], dict[str, Any]]:
     with worker:
         for name, atoms, oracle, rounds in cases:
             label(atoms, oracle)
-            worker.label(atoms, oracle)  # warm both sides (imports, parameters)
+            label(atoms, oracle, worker=worker)  # warm both sides (imports, parameters)
             inproc, isolated = [], []
             for _ in range(rounds):  # interleaved, so drifts of a shared machine cancel
                 t = time.perf_counter()
                 label(atoms, oracle)
                 inproc.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                lab = worker.label(atoms, oracle, timeout_s=600)
+                lab = label(atoms, oracle, timeout_s=600, worker=worker)
                 isolated.append(time.perf_counter() - t)
             if not lab.ok:
                 raise RuntimeError(f"{name}: {lab.status} {lab.error}")

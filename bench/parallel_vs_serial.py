@@ -95,7 +95,7 @@ def generators() -> list[Any]:
 
 
 def selection() -> Any:
-    from pal_atoms.selection import TrustWindow
+    from pal_atoms.workflow.selection import TrustWindow
 
     return TrustWindow(**WINDOW)
 
@@ -145,7 +145,7 @@ class SerialClient:
         self.selected: list[tuple[Any, float, int, int]] = []
 
     def evaluate(self, atoms: Any, *, generator_id: int = 0, step: int = 0) -> tuple[Any, Any]:
-        from pal_atoms.protocols import Verdict
+        from pal_atoms.core.protocols import Verdict
 
         (results,) = self.committee.predict_batch([atoms])
         verdict = Verdict(self.rule(atoms, results))
@@ -219,8 +219,8 @@ def job_mpi(cfg: dict[str, Any], out: Path) -> None:
     from _util_timing import TimedAL, soft_barrier
     from mpi4py import MPI
 
-    from pal_atoms.mpi.layout import Layout, Role
-    from pal_atoms.settings import WorkflowSettings
+    from pal_atoms.workflow.mpi.layout import Layout, Role
+    from pal_atoms.workflow.settings import WorkflowSettings
 
     comm = MPI.COMM_WORLD
     size, rank = comm.Get_size(), comm.Get_rank()

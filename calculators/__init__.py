@@ -10,10 +10,11 @@ Public API: :class:`CommitteeCalculator` (ASE calculator, ``create``/``load``/``
 
 from __future__ import annotations
 
-from .backend import BackboneInput, Backend, get_backend, register_backend
+from .backend import BackboneInput, Backend, register_backend
 from .calibration import ForceCalibration, calibration_curve, fit_force_calibration
 from .committee import CommitteeCalculator
 from .graph import SpeciesTable
+from .registry import get_backend
 from .stream import Publish, StreamingTrainer, StreamSettings, is_validation
 from .training import CommitteeTrainer, TrainerSettings
 
@@ -34,4 +35,13 @@ __all__ = [
     "is_validation",
     "register_backend",
 ]
-from .on_the_fly import OnTheFlyCalculator as OnTheFlyCalculator
+
+
+def __getattr__(name: str) -> object:
+    # The on-the-fly calculator is a small controller (selection, store, oracle, trainer),
+    # so it lives in the workflow layer; the old name keeps working.
+    if name == "OnTheFlyCalculator":
+        from pal_atoms.workflow.on_the_fly import OnTheFlyCalculator
+
+        return OnTheFlyCalculator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["BackboneInput", "Backend", "get_backend", "register_backend"]
+__all__ = ["REGISTRY", "BackboneInput", "Backend", "register_backend"]
 
 
 class BackboneInput:
@@ -98,26 +98,13 @@ class Backend(abc.ABC):
         """
 
 
-_REGISTRY: dict[str, type[Backend]] = {}
+#: Backend classes by name (:func:`register_backend` fills it).
+REGISTRY: dict[str, type[Backend]] = {}
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
     """Register a backend class under ``cls.name`` (usable as a class decorator)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__}.name is empty")
-    _REGISTRY[cls.name] = cls
+    REGISTRY[cls.name] = cls
     return cls
-
-
-def get_backend(name: str) -> Backend:
-    """An instance of the backend called ``name``.
-
-    Raises:
-        ValueError: no backend has that name.
-    """
-    from . import mace_backend, schnet_backend  # noqa: F401  (register the built-in ones)
-
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; available: {sorted(_REGISTRY)}") from None

@@ -32,9 +32,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .backend import get_backend
 from .graph import SpeciesTable, build_graph, total_charge
 from .model import CommitteeModel
+from .registry import get_backend
 
 __all__ = ["CommitteeCalculator", "resolve_device", "resolve_dtype"]
 

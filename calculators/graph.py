@@ -18,8 +18,8 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from ase.neighborlist import neighbor_list
 
-from pal_atoms.checks import validate_structure
-from pal_atoms.errors import StructureError
+from pal_atoms.core.checks import validate_structure
+from pal_atoms.core.errors import StructureError
 
 __all__ = ["Graph", "SpeciesTable", "build_graph", "total_charge"]
 

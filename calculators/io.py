@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import pal_atoms
-from pal_atoms.compat import torch_load
-from pal_atoms.errors import ModelError
+from pal_atoms.core.compat import torch_load
+from pal_atoms.core.errors import ModelError
 
-from .backend import get_backend
 from .graph import SpeciesTable
 from .model import CommitteeModel
+from .registry import get_backend
 
 if TYPE_CHECKING:
     from .committee import CommitteeCalculator

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import torch
 
-from pal_atoms.compat import import_mace
+from pal_atoms.core.compat import import_mace
 
 from .backend import BackboneInput, Backend, register_backend
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from pal_atoms.compat import import_schnetpack
+from pal_atoms.core.compat import import_schnetpack
 
 from .backend import BackboneInput, Backend, register_backend
 

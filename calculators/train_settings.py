@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pal_atoms.errors import ConfigError
+from pal_atoms.core.errors import ConfigError
 
 __all__ = ["TrainerSettings"]
 

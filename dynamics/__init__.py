@@ -1,9 +1,10 @@
 """Generators: uncertainty-aware MD, transition-state search and samplers.
 
 A generator proposes geometries, sends each one through a
-:class:`~pal_atoms.protocols.PredictionClient` and reacts to the controller's verdict.
+:class:`~pal_atoms.core.protocols.PredictionClient` and reacts to the controller's verdict.
 Unmodified ASE dynamics run on a :class:`ForwardingCalculator`; :class:`LocalClient`
-serves predictions in a single process. Nothing here imports ``mpi4py``; every ASE
+(in :mod:`pal_atoms.workflow.local_client`, also named here) serves predictions in a
+single process. Nothing here imports ``mpi4py``; every ASE
 object is built rank-local (see :mod:`pal_atoms.dynamics.mpi_safety`).
 """
 
@@ -24,14 +25,13 @@ from .driven import DriverGenerator, DynamicsGenerator
 from .forwarding import (
     UNCERTAINTY_KEYS,
     ForwardingCalculator,
-    LocalClient,
-    SelectedGeometry,
     UnphysicalStateError,
     worst_verdict,
 )
 from .frames import FrameWriter
 from .md import INTEGRATORS, MDGenerator, MDSettings
 from .mpi_safety import local_comm, open_trajectory, write_frames
+from .reference_md import reference_md_frames
 from .sampling import rattle_sample
 from .ts import NEBGenerator, NEBSettings, SellaGenerator, SellaSettings
 
@@ -64,6 +64,17 @@ __all__ = [
     "open_trajectory",
     "random_cluster",
     "rattle_sample",
+    "reference_md_frames",
     "worst_verdict",
     "write_frames",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # LocalClient judges predictions with a selection rule: it belongs to the workflow
+    # layer. The old names keep working.
+    if name in ("LocalClient", "SelectedGeometry"):
+        from pal_atoms.workflow import local_client
+
+        return getattr(local_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

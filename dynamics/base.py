@@ -1,7 +1,7 @@
 """The generator interface shared by MD, saddle searches, NEB and user dynamics.
 
 A generator proposes geometries, sends each one through a
-:class:`~pal_atoms.protocols.PredictionClient`, and reacts to the verdict. ``irun`` is an
+:class:`~pal_atoms.core.protocols.PredictionClient`, and reacts to the verdict. ``irun`` is an
 iterator with one :class:`GeneratorEvent` per step, like ASE's ``Dynamics.irun``, so a
 controller can interleave several generators on one rank round-robin. ``state()`` /
 ``restore()`` make a generator resumable after a crash.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from pal_atoms.protocols import PredictionClient, Verdict
+from pal_atoms.core.protocols import PredictionClient, Verdict
 
 from .forwarding import UnphysicalStateError
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from ase import Atoms
 
-from pal_atoms.checks import charge_and_multiplicity, min_distance
+from pal_atoms.core.checks import charge_and_multiplicity, min_distance
 
 from .mpi_safety import local_comm
 

@@ -16,7 +16,7 @@ from typing import Any
 from ase import Atoms
 from ase.md.md import MolecularDynamics
 
-from pal_atoms.protocols import PredictionClient, Verdict
+from pal_atoms.core.protocols import PredictionClient, Verdict
 
 from .base import Action, Generator, GeneratorEvent, PatiencePolicy, check_geometry
 from .forwarding import ForwardingCalculator, UnphysicalStateError, worst_verdict

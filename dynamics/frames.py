@@ -11,7 +11,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pal_atoms.protocols import Verdict
+from pal_atoms.core.protocols import Verdict
 
 from .mpi_safety import open_trajectory, write_frames
 

@@ -27,8 +27,8 @@ except ImportError:  # pragma: no cover - older ASE
         MaxwellBoltzmannDistribution as thermalize_momenta,  # noqa: N813
     )
 
-from pal_atoms.checks import validate_structure
-from pal_atoms.protocols import PredictionClient, Verdict
+from pal_atoms.core.checks import validate_structure
+from pal_atoms.core.protocols import PredictionClient, Verdict
 
 from .base import (
     Action,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from pal_atoms.checks import min_distance
+from pal_atoms.core.checks import min_distance
 
 __all__ = ["rattle_sample"]
 

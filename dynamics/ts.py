@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from pal_atoms.checks import validate_structure
+from pal_atoms.core.checks import validate_structure
 
 from .driven import DriverGenerator
 from .forwarding import ForwardingCalculator

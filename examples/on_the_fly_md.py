@@ -43,8 +43,8 @@ from pal_atoms.calculators import (
 )
 from pal_atoms.oracles import XTB
 
-from pal_atoms.selection import TrustWindow
 from pal_atoms.store import LabelStore
+from pal_atoms.workflow.selection import TrustWindow
 
 HERE = Path(__file__).resolve().parent
 

@@ -39,9 +39,9 @@ from pal_atoms.calculators import (
 from pal_atoms.dynamics import MDGenerator, MDSettings, rattle_sample
 from pal_atoms.oracles import XTB, label
 
-from pal_atoms.protocols import Verdict
-from pal_atoms.settings import WorkflowSettings
+from pal_atoms.core.protocols import Verdict
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.settings import WorkflowSettings
 
 HERE = Path(__file__).resolve().parent
 
@@ -90,7 +90,7 @@ def main() -> None:
     if args.mpi:
         from mpi4py import MPI
 
-        from pal_atoms.mpi.layout import Layout
+        from pal_atoms.workflow.mpi.layout import Layout
 
         comm = MPI.COMM_WORLD
         layout = Layout(

@@ -3,7 +3,7 @@
 Each oracle is an ASE calculator (``atoms.calc = XTB()``) that also reports a ``name``,
 a ``method`` and a JSON ``settings`` dict (hashed into each label's provenance), checks a
 structure before any expensive call, and pickles as its settings. :func:`label` turns
-one oracle call into a :class:`~pal_atoms.label.Label` whose status is ``ok``,
+one oracle call into a :class:`~pal_atoms.core.label.Label` whose status is ``ok``,
 ``failed``, ``unconverged`` or ``timeout``, in this process or in an
 :class:`OracleWorker` child process that is killed at a timeout.
 

@@ -46,7 +46,7 @@ def serve(conn: Connection) -> None:
     options: dict[str, Any] = conn.recv()
     _limit_memory(options.get("max_memory_MB"))
     faulthandler.enable()  # a segfault leaves a Python traceback in the worker log
-    from pal_atoms.oracles.labelling import run_attempt
+    from pal_atoms.oracles.attempt import run_attempt
 
     conn.send(("ready", os.getpid()))
     cached_bytes: bytes | None = None

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pal_atoms.errors import OracleError
+from pal_atoms.core.errors import OracleError
 
 __all__ = ["AUFBAU_TOL_EH", "SECOND_ORDER_MAX_CYCLE", "SCFReport", "homo_lumo_gap_Eh", "solve"]
 

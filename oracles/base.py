@@ -26,11 +26,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, SCFError, all_changes
 
-from pal_atoms.checks import charge_and_multiplicity, validate_structure
-from pal_atoms.errors import ConfigError, OracleError, StructureError
+from pal_atoms.core.checks import charge_and_multiplicity, validate_structure
+from pal_atoms.core.errors import ConfigError, OracleError, StructureError
 
 if TYPE_CHECKING:
-    from pal_atoms.oracles.labelling import RetryPolicy
+    from pal_atoms.oracles.attempt import RetryPolicy
 
 __all__ = ["Oracle", "SCFNotConverged", "check_finite_positive", "json_safe"]
 
@@ -41,12 +41,12 @@ class SCFNotConverged(SCFError, OracleError):
     """Raised by an oracle whose SCF did not converge (recorded as ``unconverged``).
 
     Derives from ASE's :class:`~ase.calculators.calculator.SCFError` (what ASE code
-    expects) and from :class:`~pal_atoms.errors.OracleError` (what pal-atoms code expects).
+    expects) and from :class:`~pal_atoms.core.errors.OracleError` (what pal-atoms code expects).
     """
 
 
 def check_finite_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise :class:`~pal_atoms.errors.ConfigError` unless ``value`` is finite and > 0.
+    """Raise :class:`~pal_atoms.core.errors.ConfigError` unless ``value`` is finite and > 0.
 
     Args:
         name: Setting name used in the message.

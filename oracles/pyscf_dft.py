@@ -34,7 +34,7 @@ from pal_atoms.oracles.base import (
     unique_symbols,
 )
 
-from pal_atoms.errors import ConfigError, OracleSetupError, StructureError
+from pal_atoms.core.errors import ConfigError, OracleSetupError, StructureError
 
 if TYPE_CHECKING:
     from pal_atoms.oracles.labelling import RetryPolicy

@@ -9,7 +9,7 @@ from pal_atoms.oracles.pyscf_dft import PySCF
 from pal_atoms.oracles.turbomole import Turbomole
 from pal_atoms.oracles.xtb import XTB, XTBPython
 
-from pal_atoms.errors import ConfigError
+from pal_atoms.core.errors import ConfigError
 
 __all__ = ["ORACLES", "make_oracle"]
 

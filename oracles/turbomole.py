@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 from pal_atoms.oracles.base import Oracle, SCFNotConverged, as_int_or_none, check_finite_positive
 
-from pal_atoms.errors import ConfigError, OracleError, OracleSetupError
+from pal_atoms.core.errors import ConfigError, OracleError, OracleSetupError
 
 if TYPE_CHECKING:
     from pal_atoms.oracles.labelling import RetryPolicy

@@ -30,11 +30,11 @@ from typing import Any
 
 from ase import Atoms
 from pal_atoms.oracles._child import BOOTSTRAP
+from pal_atoms.oracles.attempt import Outcome
 from pal_atoms.oracles.base import Oracle, check_finite_positive
-from pal_atoms.oracles.labelling import Outcome, RetryPolicy, label
 
-from pal_atoms.errors import ConfigError, OracleError, OracleSetupError
-from pal_atoms.label import Label, LabelStatus
+from pal_atoms.core.errors import ConfigError, OracleError, OracleSetupError
+from pal_atoms.core.label import LabelStatus
 
 __all__ = ["OracleWorker", "shared_worker"]
 
@@ -180,17 +180,6 @@ class OracleWorker:
             self._terminate()
 
     # -- work ----------------------------------------------------------------------------
-    def label(
-        self,
-        atoms: Atoms,
-        oracle: Oracle,
-        *,
-        timeout_s: float | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> Label:
-        """:func:`~pal_atoms.oracles.label` in this worker (see there)."""
-        return label(atoms, oracle, timeout_s=timeout_s, retry=retry, worker=self)
-
     def run_attempt(
         self, oracle: Oracle, atoms: Atoms, *, timeout_s: float | None = None
     ) -> Outcome:

@@ -22,7 +22,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from pal_atoms.oracles.base import Oracle, check_finite_positive, json_safe
 
-from pal_atoms.errors import ConfigError, StructureError
+from pal_atoms.core.errors import ConfigError, StructureError
 
 __all__ = ["Wrapped", "WrappedSettings"]
 

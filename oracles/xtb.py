@@ -22,7 +22,7 @@ from pal_atoms.oracles.base import (
     numbers_up_to,
 )
 
-from pal_atoms.errors import ConfigError, OracleError, OracleSetupError
+from pal_atoms.core.errors import ConfigError, OracleError, OracleSetupError
 
 if TYPE_CHECKING:
     from pal_atoms.oracles.labelling import RetryPolicy
@@ -117,7 +117,7 @@ class _XTBBase(Oracle):
 
     def charge_and_multiplicity(self, atoms: Atoms) -> tuple[int, int]:
         """Charge and multiplicity from the settings or ``atoms.info`` (checked)."""
-        from pal_atoms.checks import charge_and_multiplicity
+        from pal_atoms.core.checks import charge_and_multiplicity
 
         return charge_and_multiplicity(atoms, self.config.charge, self.config.resolved_multiplicity)
 

@@ -26,8 +26,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 
-from pal_atoms.label import Label, LabelStatus
-from pal_atoms.protocols import PredictionClient, Verdict
+from pal_atoms.core.label import Label, LabelStatus
+from pal_atoms.core.protocols import PredictionClient, Verdict
 
 __all__ = ["COMMITTEE_KEYS", "check_committee", "check_generator", "check_oracle"]
 
@@ -58,7 +58,7 @@ def check_oracle(oracle: Any, atoms: Atoms, *, energy_tol_eV: float = 1e-6) -> L
     ``name`` and ``method``; ``settings`` a dict that survives a JSON round trip
     unchanged; ``check(atoms)`` passes; a pickle round trip keeps type, name, method and
     settings; :func:`pal_atoms.oracles.label` returns an ``ok``
-    :class:`~pal_atoms.label.Label` with the oracle's provenance, a finite energy and
+    :class:`~pal_atoms.core.label.Label` with the oracle's provenance, a finite energy and
     finite forces of shape ``(n_atoms, 3)``; and the plain ASE route
     (``atoms.calc = oracle``) gives the same energy.
 

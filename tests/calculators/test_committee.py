@@ -11,7 +11,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from calc_clusters import bi_cluster
 from pal_atoms.calculators import CommitteeCalculator
 
-from pal_atoms.errors import StructureError
+from pal_atoms.core.errors import StructureError
 
 BACKENDS = ["mace", "schnet"]
 

@@ -26,11 +26,11 @@ from pal_atoms.calculators import (
 )
 from pal_atoms.dynamics import build_bi_clusters, rattle_sample
 
-from pal_atoms.errors import ConfigError
-from pal_atoms.metrics import force_mae
-from pal_atoms.protocols import Verdict
-from pal_atoms.selection import TrustWindow
+from pal_atoms.core.errors import ConfigError
+from pal_atoms.core.protocols import Verdict
 from pal_atoms.store import LabelStore
+from pal_atoms.workflow.metrics import force_mae
+from pal_atoms.workflow.selection import TrustWindow
 
 pytest.importorskip("tblite.ase", reason="tblite is the oracle of these tests")
 

@@ -12,7 +12,7 @@ from pal_atoms.calculators import (
     is_validation,
 )
 
-from pal_atoms.errors import ConfigError
+from pal_atoms.core.errors import ConfigError
 
 
 def _committee(**kw):

@@ -8,7 +8,7 @@ import torch
 from calc_clusters import distorted, force_mae
 from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
 
-from pal_atoms.errors import ConfigError
+from pal_atoms.core.errors import ConfigError
 
 
 def test_training_lowers_force_error_threefold(trained, bi_data):

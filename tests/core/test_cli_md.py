@@ -87,8 +87,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, cas
 
 def test_model_options_from_file_and_flags_reach_the_committee(tmp_path, bad_inputs):
     from pal_atoms.cli import build_parser
-    from pal_atoms.cli_run import _md_config
-    from pal_atoms.md_run import _committee
+    from pal_atoms.cli.run import _md_config
+    from pal_atoms.jobs.md import _committee
 
     toml = tmp_path / "run.toml"
     toml.write_text('[model_options]\nhidden_irreps = "16x0e"\nr_max = 4.5\n')

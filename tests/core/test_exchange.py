@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from pal_atoms.cli import main
-from pal_atoms.errors import InputError
-from pal_atoms.exchange import export_extxyz, import_extxyz
+from pal_atoms.core.errors import InputError
 from pal_atoms.store import LabelStore
+from pal_atoms.store.exchange import export_extxyz, import_extxyz
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 from ase.calculators.lj import LennardJones
 
-from pal_atoms.final_check import final_check, system_key
+from pal_atoms.jobs.final_check import final_check, system_key
 
 
 class LJCommittee(LennardJones):

@@ -6,8 +6,8 @@ import numpy as np
 from ase.build import molecule
 from pal_atoms.dynamics import Action, GeneratorEvent
 
-from pal_atoms.guards import GuardedGenerator, StepOutcome, label_guarded
-from pal_atoms.prediction import predict_guarded
+from pal_atoms.workflow.guards import GuardedGenerator, StepOutcome, label_guarded
+from pal_atoms.workflow.prediction import predict_guarded
 
 
 class Scripted:

@@ -15,8 +15,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from matplotlib.image import imread
 
-from pal_atoms.errors import InputError, StoreError
-from pal_atoms.plotting import FIGURES, plot_parity, plot_run
+from pal_atoms.core.errors import InputError, StoreError
+from pal_atoms.jobs.plotting import FIGURES, plot_parity, plot_run
 from pal_atoms.store import LabelStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,7 +115,7 @@ def test_full_run_directory_gives_every_figure(tmp_path, tiny_committee):
 def test_metrics_only_run_skips_what_is_missing(tmp_path, caplog):
     write_metrics(tmp_path)
     out = tmp_path / "figs"
-    with caplog.at_level(logging.INFO, logger="pal_atoms.plotting"):
+    with caplog.at_level(logging.INFO, logger="pal_atoms.jobs.plotting"):
         paths = plot_run(tmp_path, out)
     assert [p.name for p in paths] == ["uncertainty.png", "learning_curve.png"]
     for p in paths:
@@ -137,7 +137,7 @@ def test_a_damaged_committee_is_skipped_with_a_warning(tmp_path, caplog):
     (tmp_path / "committee").mkdir()
     (tmp_path / "committee" / "committee.json").write_text("{not json")
     write(tmp_path / "test_set.extxyz", [labelled(bi4(1), 1)])
-    with caplog.at_level(logging.WARNING, logger="pal_atoms.plotting"):
+    with caplog.at_level(logging.WARNING, logger="pal_atoms.jobs.plotting"):
         paths = plot_run(tmp_path)
     assert "parity.png" not in [p.name for p in paths]
     assert "parity plot skipped" in caplog.text
@@ -182,7 +182,7 @@ def test_a_store_held_open_by_a_running_job_is_still_plotted(tmp_path, caplog):
         assert job.stdout.readline().strip() == "ready"
         with pytest.raises(StoreError, match="open for writing"):
             LabelStore(tmp_path / "labels.h5", mode="r")
-        with caplog.at_level(logging.WARNING, logger="pal_atoms.plotting"):
+        with caplog.at_level(logging.WARNING, logger="pal_atoms.jobs.plotting"):
             paths = plot_run(tmp_path)
     finally:
         job.communicate("", timeout=30)

@@ -7,7 +7,12 @@ import logging
 
 import pytest
 
-from pal_atoms.progress import Progress, format_duration, format_status, oracle_busy_fraction
+from pal_atoms.workflow.progress import (
+    Progress,
+    format_duration,
+    format_status,
+    oracle_busy_fraction,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +122,7 @@ def test_plain_mode_logs_at_most_every_interval(caplog):
     stream, clock = io.StringIO(), FakeClock()
     progress = Progress(stream, interval_s=2.0, clock=clock)
     assert not progress.live
-    with caplog.at_level(logging.INFO, logger="pal_atoms.progress"):
+    with caplog.at_level(logging.INFO, logger="pal_atoms.workflow.progress"):
         for i in range(10):  # one update every 0.5 s for 4.5 s
             clock.now = 0.5 * i
             progress.update(record(labels_ok=i))

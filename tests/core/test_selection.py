@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from pal_atoms.protocols import Verdict
-from pal_atoms.selection import RecentQuantile, RelativeForceWindow, TrustWindow, WorstOf, score
+from pal_atoms.core.protocols import Verdict
+from pal_atoms.workflow.selection import (
+    RecentQuantile,
+    RelativeForceWindow,
+    TrustWindow,
+    WorstOf,
+    score,
+)
 
 BI4 = Atoms("Bi4", positions=np.eye(4, 3) * 3.0)
 BI6 = Atoms("Bi6", positions=np.vstack([np.eye(3) * 3.0, -np.eye(3) * 3.0]))
@@ -84,7 +90,7 @@ def _bi3(stretch: float) -> Atoms:
     [("uncertainty", "twin"), ("diverse", "distinct")],
 )
 def test_queue_policy_uncertainty_vs_diverse(policy, second):
-    from pal_atoms.oracle_queue import OracleQueue
+    from pal_atoms.workflow.oracle_queue import OracleQueue
 
     queue = OracleQueue(cap=8, diversity_A=0.0, policy=policy, novelty_A=0.1)
     names = {}
@@ -98,9 +104,9 @@ def test_queue_policy_uncertainty_vs_diverse(policy, second):
 
 
 def test_queue_policy_is_checked():
-    from pal_atoms.errors import ConfigError
-    from pal_atoms.oracle_queue import OracleQueue
-    from pal_atoms.settings import WorkflowSettings
+    from pal_atoms.core.errors import ConfigError
+    from pal_atoms.workflow.oracle_queue import OracleQueue
+    from pal_atoms.workflow.settings import WorkflowSettings
 
     with pytest.raises(ValueError, match="policy"):
         OracleQueue(policy="random")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-from pal_atoms.errors import InputError, StoreError, StoreFormatError
-from pal_atoms.label import Label, LabelStatus
+from pal_atoms.core.errors import InputError, StoreError, StoreFormatError
+from pal_atoms.core.label import Label, LabelStatus
 from pal_atoms.store import LabelStore
 
 

@@ -11,9 +11,9 @@ from ase.calculators.lj import LennardJones
 from pal_atoms.dynamics import LocalClient, MDGenerator, MDSettings
 from pal_atoms.oracles import XTB
 
-from pal_atoms.label import LabelStatus
-from pal_atoms.selection import TrustWindow
+from pal_atoms.core.label import LabelStatus
 from pal_atoms.testing import check_committee, check_generator, check_oracle
+from pal_atoms.workflow.selection import TrustWindow
 
 needs_tblite = pytest.mark.skipif(
     importlib.util.find_spec("tblite") is None, reason="tblite (GFN2-xTB) not installed"

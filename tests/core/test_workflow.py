@@ -16,10 +16,10 @@ from ase.calculators.lj import LennardJones
 from pal_atoms.dynamics import MDGenerator, MDSettings
 from pal_atoms.oracles import Wrapped
 
-from pal_atoms.selection import RelativeForceWindow, TrustWindow, WorstOf
-from pal_atoms.settings import WorkflowSettings
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.selection import RelativeForceWindow, TrustWindow, WorstOf
+from pal_atoms.workflow.settings import WorkflowSettings
 
 
 def _lj() -> LennardJones:
@@ -160,7 +160,7 @@ def test_a_relative_criterion_selects_inside_a_run(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"convergence_fraction": 1.5}, {"on_convergence": "pause"}])
 def test_bad_settings(bad):
-    from pal_atoms.errors import ConfigError
+    from pal_atoms.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         WorkflowSettings(**bad)

@@ -12,7 +12,7 @@ from ase import Atoms
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pal_atoms.protocols import Verdict
+from pal_atoms.core.protocols import Verdict
 
 HAVE_TBLITE = importlib.util.find_spec("tblite") is not None
 HAVE_SELLA = importlib.util.find_spec("sella") is not None

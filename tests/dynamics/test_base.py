@@ -18,7 +18,7 @@ from pal_atoms.dynamics import (
 )
 from pal_atoms.dynamics import base as dyn_base
 
-from pal_atoms.protocols import Verdict
+from pal_atoms.core.protocols import Verdict
 
 T, U, X = Verdict.TRUSTED, Verdict.UNCERTAIN, Verdict.UNTRUSTED
 

@@ -7,8 +7,8 @@ import pytest
 from dynamics_helpers import always, bi4, labelled, make_committee, make_tblite, needs_tblite
 from pal_atoms.dynamics import Action, LocalClient, MDGenerator, MDSettings
 
-from pal_atoms.protocols import Verdict
-from pal_atoms.selection import TrustWindow
+from pal_atoms.core.protocols import Verdict
+from pal_atoms.workflow.selection import TrustWindow
 
 pytestmark = needs_tblite
 

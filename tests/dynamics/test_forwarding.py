@@ -16,7 +16,7 @@ from pal_atoms.dynamics import (
     worst_verdict,
 )
 
-from pal_atoms.protocols import PredictionClient, Verdict
+from pal_atoms.core.protocols import PredictionClient, Verdict
 
 pytestmark = needs_tblite
 

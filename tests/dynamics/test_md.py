@@ -13,8 +13,8 @@ from ase.io import read
 from dynamics_helpers import ScriptedRule, always, bi4, make_tblite, needs_tblite
 from pal_atoms.dynamics import Action, LocalClient, MDGenerator, MDSettings, build_bi_clusters
 
-from pal_atoms.errors import StructureError
-from pal_atoms.protocols import Verdict
+from pal_atoms.core.errors import StructureError
+from pal_atoms.core.protocols import Verdict
 
 pytestmark = needs_tblite
 

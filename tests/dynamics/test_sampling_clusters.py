@@ -12,7 +12,7 @@ from ase.io import read
 from dynamics_helpers import bi4, ethane, needs_tblite
 from pal_atoms.dynamics import build_bi_clusters, n_fragments, rattle_sample, write_frames
 
-from pal_atoms.checks import charge_and_multiplicity, min_distance
+from pal_atoms.core.checks import charge_and_multiplicity, min_distance
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bi_cluster.xyz"
 

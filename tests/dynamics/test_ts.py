@@ -29,7 +29,7 @@ from pal_atoms.dynamics import (
     local_comm,
 )
 
-from pal_atoms.protocols import Verdict
+from pal_atoms.core.protocols import Verdict
 
 pytestmark = [needs_tblite, needs_sella]
 

@@ -23,11 +23,11 @@ from pal_atoms.calculators import (
 from pal_atoms.dynamics import MDGenerator, MDSettings, build_bi_clusters, rattle_sample
 from pal_atoms.oracles import XTB, label
 
-from pal_atoms.label import Label, LabelStatus
-from pal_atoms.selection import TrustWindow
-from pal_atoms.settings import WorkflowSettings
+from pal_atoms.core.label import Label, LabelStatus
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.selection import TrustWindow
+from pal_atoms.workflow.settings import WorkflowSettings
 
 
 class FlakyLabel:

@@ -21,9 +21,9 @@ from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer, StreamS
 from pal_atoms.dynamics import MDGenerator, MDSettings, rattle_sample
 from pal_atoms.oracles import Wrapped, label
 
-from pal_atoms.selection import TrustWindow
-from pal_atoms.settings import WorkflowSettings
 from pal_atoms.workflow import ActiveLearning
+from pal_atoms.workflow.selection import TrustWindow
+from pal_atoms.workflow.settings import WorkflowSettings
 
 
 class FlakyCommittee:

@@ -9,8 +9,9 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from pal_atoms.mpi.accounting import RankAccounting
-from pal_atoms.mpi.codec import (
+from pal_atoms.core.protocols import Verdict
+from pal_atoms.workflow.mpi.accounting import RankAccounting
+from pal_atoms.workflow.mpi.codec import (
     _atoms_public,
     decode_predictions,
     decode_structures,
@@ -22,9 +23,8 @@ from pal_atoms.mpi.codec import (
     set_verdict,
     structure_records,
 )
-from pal_atoms.mpi.comm import Backoff
-from pal_atoms.mpi.layout import Role
-from pal_atoms.protocols import Verdict
+from pal_atoms.workflow.mpi.comm import Backoff
+from pal_atoms.workflow.mpi.layout import Role
 
 
 def _frames():
@@ -86,7 +86,7 @@ def test_backoff_rejects_bad_arguments(kwargs):
 
 
 def test_backoff_stays_short_after_traffic_and_grows_when_idle(monkeypatch):
-    from pal_atoms.mpi import comm
+    from pal_atoms.workflow.mpi import comm
 
     slept: list[float] = []
     clock = [0.0]
@@ -124,7 +124,7 @@ def test_rank_accounting_busy_fractions_and_steps():
 
 
 def _ok_label(atoms, with_stress):
-    from pal_atoms.label import Label
+    from pal_atoms.core.label import Label
 
     rng = np.random.default_rng(0)
     return Label(
@@ -143,7 +143,7 @@ def _ok_label(atoms, with_stress):
 
 @pytest.mark.parametrize("with_stress", [True, False])
 def test_a_label_message_carries_stress_charge_and_provenance(with_stress):
-    from pal_atoms.mpi.codec import label_data_size, label_from_message, label_message
+    from pal_atoms.workflow.mpi.codec import label_data_size, label_from_message, label_message
 
     atoms = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[3, 3, 3], pbc=True)
     atoms.info.update(charge=-1, multiplicity=2)
@@ -163,8 +163,8 @@ def test_a_label_message_carries_stress_charge_and_provenance(with_stress):
 
 
 def test_a_failed_label_message_has_no_numbers():
-    from pal_atoms.label import Label
-    from pal_atoms.mpi.codec import label_data_size, label_from_message, label_message
+    from pal_atoms.core.label import Label
+    from pal_atoms.workflow.mpi.codec import label_data_size, label_from_message, label_message
 
     atoms = molecule("H2O")
     failed = Label(atoms=atoms, status="failed", error="SCF crashed", oracle="xtb")
@@ -177,7 +177,7 @@ def test_a_failed_label_message_has_no_numbers():
 def test_training_label_buffers_keep_stress():
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from pal_atoms.mpi.codec import decode_labels, encode_labels
+    from pal_atoms.workflow.mpi.codec import decode_labels, encode_labels
 
     a = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[3, 3, 3], pbc=True)
     a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.ones((2, 3)), stress=np.arange(6.0))
@@ -191,7 +191,7 @@ def test_training_label_buffers_keep_stress():
 
 
 def test_a_failed_prediction_travels_as_a_verdict_with_nan():
-    from pal_atoms.prediction import failed_prediction
+    from pal_atoms.workflow.prediction import failed_prediction
 
     rec = encode_predictions([failed_prediction(3)], [Verdict.FAILED])
     ((results, verdict),) = decode_predictions(rec)

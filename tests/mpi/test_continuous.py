@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from conftest import JOB, job_command, job_env, run_job
-from pal_atoms.metrics import read_metrics
 from pal_atoms.store import LabelStore
+from pal_atoms.workflow.metrics import read_metrics
 
 pytestmark = [pytest.mark.timeout(600)]
 

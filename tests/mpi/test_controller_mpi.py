@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import JOB, job_command, job_env, kill_job, run_job
-from pal_atoms.metrics import read_metrics
 from pal_atoms.store import LabelStore
+from pal_atoms.workflow.metrics import read_metrics
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(600)]
 

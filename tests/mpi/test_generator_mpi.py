@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
     from tblite.ase import TBLite
 
     from pal_atoms.dynamics import LocalClient, MDGenerator, MDSettings, write_frames
-    from pal_atoms.protocols import Verdict
+    from pal_atoms.core.protocols import Verdict
 
     comm = MPI.COMM_WORLD
     rank = comm.rank

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pal_atoms.errors import ConfigError, LayoutError
-from pal_atoms.mpi.layout import Layout, Role, device_for
-from pal_atoms.settings import WorkflowSettings
+from pal_atoms.core.errors import ConfigError, LayoutError
+from pal_atoms.workflow.mpi.layout import Layout, Role, device_for
+from pal_atoms.workflow.settings import WorkflowSettings
 
 
 def test_roles_are_interleaved_and_generators_take_the_rest():

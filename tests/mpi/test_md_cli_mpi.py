@@ -82,9 +82,9 @@ def test_md_with_a_layout_that_does_not_fit(tmp_path):
 
 
 def test_default_np_counts_kernels_generators_and_cores(tmp_path, monkeypatch):
-    from pal_atoms import cli_run
-    from pal_atoms.md_run import MDRunConfig
-    from pal_atoms.ts_run import TSRunConfig
+    import pal_atoms.cli.run as cli_run
+    from pal_atoms.jobs.md import MDRunConfig
+    from pal_atoms.jobs.ts import TSRunConfig
 
     mpiexec()
     system = _system(tmp_path)  # two frames: two MD generators

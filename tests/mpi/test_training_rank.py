@@ -13,9 +13,9 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pal_atoms.mpi import training
-from pal_atoms.mpi.codec import encode_labels
-from pal_atoms.mpi.comm import Message, Tag
+from pal_atoms.workflow.mpi import training
+from pal_atoms.workflow.mpi.codec import encode_labels
+from pal_atoms.workflow.mpi.comm import Message, Tag
 
 CTRL = 0
 

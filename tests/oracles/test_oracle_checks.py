@@ -18,7 +18,7 @@ from pal_atoms.oracles import (
     make_oracle,
 )
 
-from pal_atoms.errors import ConfigError, StructureError
+from pal_atoms.core.errors import ConfigError, StructureError
 
 
 class Exploding(XTB):

@@ -11,7 +11,7 @@ import pytest
 from ase.build import molecule
 from pal_atoms.oracles import XTB, OracleWorker, RetryPolicy, Wrapped, label
 
-from pal_atoms.label import LabelStatus
+from pal_atoms.core.label import LabelStatus
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_custom_retry_adjustment(water):
 # -- in a worker process -----------------------------------------------------------------
 def test_worker_matches_in_process_and_imports_no_torch(worker, water):
     ref = label(water, XTB())
-    lab = worker.label(water, XTB(), timeout_s=60)
+    lab = label(water, XTB(), timeout_s=60, worker=worker)
     assert lab.ok
     assert lab.energy == pytest.approx(ref.energy, abs=1e-10)
     np.testing.assert_allclose(lab.forces, ref.forces, atol=1e-10)
@@ -84,12 +84,12 @@ def test_worker_matches_in_process_and_imports_no_torch(worker, water):
 
 def test_hanging_oracle_is_killed_at_timeout(worker, water):
     pid = worker.pid
-    lab = worker.label(water, s.oracle(s.Hang), timeout_s=1.0)
+    lab = label(water, s.oracle(s.Hang), timeout_s=1.0, worker=worker)
     assert lab.status is LabelStatus.TIMEOUT
     assert "killed after 1 s" in lab.error
     assert lab.energy is None
     assert not worker.alive  # killed; the next label restarts it transparently
-    after = worker.label(water, XTB(), timeout_s=60)
+    after = label(water, XTB(), timeout_s=60, worker=worker)
     assert after.ok
     assert worker.pid != pid
 
@@ -104,14 +104,14 @@ def test_hanging_oracle_is_killed_at_timeout(worker, water):
     ],
 )
 def test_crashing_oracle_is_failed_and_worker_recovers(worker, water, cls, text):
-    lab = worker.label(water, s.oracle(cls), timeout_s=60)
+    lab = label(water, s.oracle(cls), timeout_s=60, worker=worker)
     assert lab.status is LabelStatus.FAILED
     assert text in lab.error
-    assert worker.label(water, XTB(), timeout_s=60).ok
+    assert label(water, XTB(), timeout_s=60, worker=worker).ok
 
 
 def test_segfault_leaves_a_traceback_in_the_error(worker, water):
-    lab = worker.label(water, s.oracle(s.Segfault), timeout_s=60)
+    lab = label(water, s.oracle(s.Segfault), timeout_s=60, worker=worker)
     assert "Fatal Python error: Segmentation fault" in lab.error
     assert "oracle_standins.py" in lab.error
 
@@ -125,11 +125,12 @@ def test_isolate_uses_shared_worker(water):
 
 def test_retry_in_worker_after_unconverged(worker):
     atoms = molecule("CH3CH2OH")
-    lab = worker.label(
+    lab = label(
         atoms,
         XTB(max_iterations=3),
         timeout_s=60,
         retry=RetryPolicy(max_attempts=4, iterations_factor=4.0),
+        worker=worker,
     )
     assert lab.ok
     assert lab.attempts > 1
@@ -139,4 +140,4 @@ def test_unpicklable_oracle_is_a_clear_error(worker, water):
     calc = s.Fine()
     calc.handle = lambda: None  # lambdas do not pickle
     with pytest.raises(ValueError, match="cannot be sent to a worker"):
-        worker.label(water, Wrapped(calc), timeout_s=10)
+        label(water, Wrapped(calc), timeout_s=10, worker=worker)

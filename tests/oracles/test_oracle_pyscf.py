@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.build import molecule
 from pal_atoms.oracles import PySCF, RetryPolicy, gpu_available, label
 
-from pal_atoms.label import LabelStatus
+from pal_atoms.core.label import LabelStatus
 
 pytest.importorskip("pyscf", reason="PySCF is not installed (pip install 'pal-atoms[dft]')")
 

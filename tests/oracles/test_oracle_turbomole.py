@@ -11,8 +11,8 @@ from ase.build import molecule
 from pal_atoms.oracles import Turbomole, label
 from pal_atoms.oracles.turbomole import missing_executables
 
-from pal_atoms.errors import OracleSetupError
-from pal_atoms.label import LabelStatus
+from pal_atoms.core.errors import OracleSetupError
+from pal_atoms.core.label import LabelStatus
 
 
 def test_missing_turbomole_names_the_executables(monkeypatch, tmp_path):

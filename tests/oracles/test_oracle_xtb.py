@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from pal_atoms.oracles import XTB, RetryPolicy, XTBPython, label, make_oracle
 
-from pal_atoms.label import LabelStatus
+from pal_atoms.core.label import LabelStatus
 
 
 def bi4(charge: int | None = None) -> Atoms:

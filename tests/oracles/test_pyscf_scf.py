@@ -13,8 +13,8 @@ from ase.io import read
 from pal_atoms.oracles import PySCF, RetryPolicy, label
 from pal_atoms.oracles._pyscf_scf import homo_lumo_gap_Eh, solve
 
-from pal_atoms.errors import ConfigError
-from pal_atoms.label import LabelStatus
+from pal_atoms.core.errors import ConfigError
+from pal_atoms.core.label import LabelStatus
 
 pytest.importorskip("pyscf", reason="PySCF is not installed (pip install 'pal-atoms[dft]')")
 

@@ -1,0 +1,409 @@
+"""Subcommands that work on run directories (``md``, ``status``, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pal_atoms.core.errors import ConfigError, InputError
+from pal_atoms.jobs.md_config import MODELS, ORACLES
+
+if TYPE_CHECKING:
+    from pal_atoms.jobs.md import MDRunConfig
+    from pal_atoms.workflow import Summary
+
+__all__ = ["add_subcommands"]
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pal_atoms.store import LabelStore
+
+    run_dir = Path(args.run_dir)
+    store_path = run_dir / "labels.h5" if run_dir.is_dir() else run_dir
+    if not store_path.exists():
+        raise InputError(f"{run_dir} is not a pal-atoms run (no labels.h5)")
+    with LabelStore(store_path, mode="r") as store:
+        counts = store.counts()
+        total = len(store)
+    lines = [f"{store_path}: {total} records"]
+    lines += [f"  {name:<12} {n}" for name, n in counts.items() if n]
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        last = metrics.read_text().strip().splitlines()[-1:]
+        if last:
+            lines.append("last metrics: " + json.dumps(json.loads(last[0]), sort_keys=True))
+    print("\n".join(lines))
+    return 0
+
+
+_MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    # (flag, argparse kwargs, help) -- defaults are MDRunConfig's and shown by --help.
+    ("--out", {"type": Path}, "run directory"),
+    ("--charge", {"type": int}, "total charge of every frame (default: from the file, else 0)"),
+    ("--oracle", {"choices": list(ORACLES)}, "reference method"),
+    ("--method", {}, "oracle method (xtb: GFN2-xTB/GFN1-xTB; DFT: functional)"),
+    ("--basis", {}, "basis set for pyscf/turbomole"),
+    ("--model", {"choices": list(MODELS)}, "committee backend"),
+    ("--committee", {"type": int}, "committee members"),
+    (
+        "--model-option",
+        {"action": "append", "metavar": "KEY=VALUE", "dest": "model_options"},
+        "backend hyperparameter, repeatable, e.g. hidden_irreps=32x0e+32x1o",
+    ),
+    ("--temperature-K", {"type": float}, "MD temperature in K"),
+    ("--timestep-fs", {"type": float}, "MD time step in fs"),
+    ("--steps", {"type": int}, "MD steps per generator"),
+    ("--max-labels", {"type": int}, "stop after this many new oracle labels"),
+    ("--time-limit", {"type": float, "dest": "time_limit_s"}, "wall-time limit in s"),
+    (
+        "--training",
+        {"metavar": "{continuous,rounds}"},
+        "continuous (train without stopping, calibrated spread) or rounds",
+    ),
+    (
+        "--target-force-error",
+        {"type": float},
+        "expected worst-atom force error (calibrated max_force_std, eV/Å) below which a "
+        "prediction is trusted: the trust window's lower bound",
+    ),
+    ("--lower", {"type": float}, "trust window lower bound, eV/Å (default: the target)"),
+    ("--upper", {"type": float}, "trust window upper bound on max_force_std, eV/Å"),
+    ("--convergence-window", {"type": int}, "predictions in the window of the convergence stop"),
+    (
+        "--convergence-fraction",
+        {"type": float},
+        "converged below this uncertain fraction (and a validation plateau)",
+    ),
+    ("--final-check-ps", {"type": float}, "NVE check per system at the end, ps (0: none)"),
+    (
+        "--steps-per-label",
+        {"type": float},
+        "continuous training: optimizer steps per new label (label pace)",
+    ),
+    ("--generator-rate-hz", {"type": float}, "cap on MD steps per second per generator"),
+    (
+        "--queue-policy",
+        {"metavar": "{uncertainty,diverse}"},
+        "next structure to label: most uncertain, or uncertainty weighted by novelty",
+    ),
+    ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
+    ("--retrain-size", {"type": int}, "new labels that start a training round"),
+    ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
+    ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
+    ("--train-steps", {"type": int}, "optimizer steps per training round"),
+    (
+        "--oracle-timeout",
+        {"type": float, "dest": "oracle_timeout_s"},
+        "kill a label after this many s (labels then run in a child process)",
+    ),
+    ("--device", {}, "torch device: cpu, cuda, cuda:N (default: CUDA when available)"),
+    (
+        "--np",
+        {"type": int},
+        "processes (MPI ranks); 1 runs all kernels in one process, more start mpiexec "
+        "(>= 5); default: kernel ranks + one per generator up to the cores available; "
+        "ignored under mpiexec/srun",
+    ),
+    ("--prediction-ranks", {"type": int}, "prediction ranks under MPI"),
+    ("--oracle-ranks", {"type": int}, "oracle ranks under MPI"),
+    ("--training-ranks", {"type": int}, "training ranks under MPI"),
+    ("--seed", {"type": int}, "seed of everything random"),
+]
+
+
+_TS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    ("--driver", {"choices": ["sella", "neb"]}, "saddle search: Sella per frame, NEB per pair"),
+    ("--searches-per-frame", {"type": int}, "Sella searches per starting frame"),
+    ("--perturbation-A", {"type": float}, "random displacement of a Sella start, Å"),
+    ("--fmax-eV-A", {"type": float}, "convergence threshold on the largest force, eV/Å"),
+    ("--max-iterations", {"type": int}, "optimizer steps per attempt"),
+    ("--neb-images", {"type": int}, "movable images per NEB band"),
+]
+
+
+def _md_config(args: argparse.Namespace) -> MDRunConfig:
+    from dataclasses import fields
+
+    config_cls = _config_class(args.command)
+    data: dict[str, object] = {}
+    if args.config is not None:
+        data.update(_read_toml(Path(args.config)))
+    names = {f.name for f in fields(config_cls)}
+    for name in names:
+        value = getattr(args, name, None)
+        if name == "model_options" and value is not None:
+            from_file = data.get(name)
+            base = dict(from_file) if isinstance(from_file, dict) else {}
+            value = {**base, **_key_values(value, "--model-option")}  # flags win per key
+        if value is not None and value is not False:
+            data[name] = value  # the command line wins over the file
+    if args.resume:
+        data["resume"] = True
+        if "out" not in data:
+            raise InputError("--resume needs --out DIR (the run to continue)")
+        saved = Path(str(data["out"])) / "config.json"
+        if saved.is_file() and args.system is None:
+            data.setdefault("system", json.loads(saved.read_text())["system"])
+    if "system" not in data:
+        raise InputError("give --system FILE (starting structures)")
+    return config_cls.from_dict(data)
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, object]:
+    """``KEY=VALUE`` strings as a dict; values that read as JSON (numbers, lists) convert."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{flag} needs KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
+
+
+def _config_class(command: str) -> type[MDRunConfig]:
+    from pal_atoms.jobs.md import MDRunConfig
+    from pal_atoms.jobs.ts import TSRunConfig
+
+    return TSRunConfig if command == "ts" else MDRunConfig
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {path}: {exc}") from exc
+    # Keys at the top level or under a [md] / [ts] table.
+    section = data.get("md", data.get("ts", data))
+    return {str(k).replace("-", "_"): v for k, v in section.items()}
+
+
+#: Environment variables that MPI launchers set on every rank (MPICH/hydra, Open MPI, Slurm).
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+def _launched_by_mpi() -> bool:
+    for var in _LAUNCHER_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return True
+    return False
+
+
+def _cores() -> int:
+    """Cores this process may run on (the Slurm/cgroup affinity where there is one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _n_generators(config: MDRunConfig) -> int:
+    from pal_atoms.jobs.ts import TSRunConfig
+    from pal_atoms.store.exchange import read_structures
+
+    n = len(read_structures(config.system))
+    if isinstance(config, TSRunConfig):
+        return n * config.searches_per_frame if config.driver == "sella" else max(1, n // 2)
+    return n
+
+
+def _auto_np(config: MDRunConfig) -> int:
+    """Default ``--np``: see :class:`~pal_atoms.jobs.md.MDRunConfig`."""
+    have_mpi = importlib.util.find_spec("mpi4py") is not None
+    here = Path(sys.executable).parent
+    if not have_mpi or not (shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")):
+        logging.getLogger(__name__).warning(
+            "no mpiexec/mpi4py found: every kernel runs in this process (pip install "
+            "'pal-atoms[mpi]' for parallel kernels, or pass --np 1 to silence this)"
+        )
+        return 1
+    fixed = config.layout().fixed
+    return fixed + max(1, min(_n_generators(config), _cores() - fixed))
+
+
+def _mpiexec() -> str:
+    here = Path(sys.executable).parent
+    exe = shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")
+    if exe is None:
+        raise ConfigError(
+            "--np > 1 needs mpiexec: pip install 'pal-atoms[mpi]' (or run under "
+            "your cluster's mpiexec/srun)"
+        )
+    return exe
+
+
+def _cmd_md(args: argparse.Namespace) -> int:
+    from pal_atoms.jobs.md import run_md
+    from pal_atoms.jobs.ts import TSRunConfig, check_pairs, run_ts
+
+    config = _md_config(args)
+
+    def run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
+        if isinstance(config, TSRunConfig):
+            return run_ts(config, comm=comm)
+        return run_md(config, comm=comm)
+
+    if _launched_by_mpi():
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if comm.Get_rank() != 0:
+            logging.getLogger().setLevel(logging.WARNING)  # one rank tells the story
+        try:
+            summary = run_job(config, comm=comm)
+        except InputError:
+            if comm.Get_rank() == 0:
+                raise
+            return 2  # every rank stops with the same error; rank 0 prints it once
+    elif (n_ranks := config.np if config.np is not None else _auto_np(config)) > 1:
+        # Check the input here, before starting ranks: one clean error, no job launched.
+        from pal_atoms.jobs.setup import build_oracle, check_run_dir, load_frames
+
+        check_run_dir(config)
+        frames = load_frames(config, build_oracle(config))
+        if isinstance(config, TSRunConfig):
+            check_pairs(config, frames)
+
+        config.layout().check(n_ranks)
+        # Start our own ranks: the same command under mpiexec; ``-m mpi4py`` aborts the
+        # whole job on an uncaught exception instead of leaving ranks hanging.
+        cmd = [
+            _mpiexec(),
+            "-n",
+            str(n_ranks),
+            sys.executable,
+            "-m",
+            "mpi4py",
+            "-m",
+            "pal_atoms.cli",
+            *args.argv,
+        ]
+        logging.getLogger(__name__).info("starting %d MPI ranks: %s", n_ranks, " ".join(cmd))
+        return subprocess.call(cmd)
+    else:
+        summary = run_job(config)
+    if summary is None:
+        return 0
+    print(_final_line(config, summary))
+    if isinstance(config, TSRunConfig):
+        rows = json.loads((config.out / "summary.json").read_text()).get("saddles", [])
+        print(
+            f"{len(rows)} converged saddle(s) checked against the oracle"
+            + (f" in {config.out / 'saddles.extxyz'}" if rows else "")
+        )
+    return 0
+
+
+def _final_line(config: MDRunConfig, summary: Summary) -> str:
+    """The run's last line: why it ended, what it made, and how good the potential is."""
+    mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
+    training = (
+        f"{summary.training_steps} training steps, {summary.publishes} publishes"
+        if summary.training_steps
+        else f"{summary.training_rounds} training rounds"
+    )
+    line = (
+        f"run finished [{summary.stop_criterion or 'other'}] ({summary.stop_reason}): "
+        f"{summary.labels_ok} labels, {summary.labels_failed} failed, "
+        f"{summary.generator_steps} MD steps, {training} in {summary.wall_time_s:.0f} s; "
+        f"held-out force MAE {mae:.4f} eV/Å"
+    )
+    report_path = config.out / "summary.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    check = report.get("final_check")
+    if check:
+        worst = check.get("max_system_test_force_mae")
+        line += (
+            f" (worst system {worst:.4f})" if worst is not None else ""
+        ) + f"; NVE check {'stable' if check['stable'] else 'UNSTABLE'}"
+    if summary.calibration:
+        line += f"; spread calibrated x{summary.calibration['force_std_scale']:.2f}"
+    return line + f"; committee in {summary.committee_path}"
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pal_atoms.jobs.plotting import plot_run
+
+    paths = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    print("\n".join(str(p) for p in paths) if paths else "nothing to plot yet")
+    return 0
+
+
+def _add_run_parser(
+    sub: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    name: str,
+    defaults: MDRunConfig,
+    *,
+    help: str,  # noqa: A002  (argparse's name)
+    description: str,
+    options: list[tuple[str, dict[str, object], str]],
+) -> None:
+    p = sub.add_parser(name, parents=[common], help=help, description=description)
+    p.add_argument("--system", type=Path, help="starting structures (extxyz), one per generator")
+    p.add_argument("--config", type=Path, help="TOML file with any of the options below")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    for flag, kwargs, text in options:
+        dest = str(kwargs.get("dest", flag[2:].replace("-", "_")))
+        default = getattr(defaults, dest)
+        p.add_argument(flag, default=None, help=f"{text} (default: {default})", **kwargs)
+    p.set_defaults(func=_cmd_md)
+
+
+def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register the run-directory subcommands on ``sub``."""
+    from pal_atoms.jobs.md import MDRunConfig
+
+    p = sub.add_parser("plot", parents=[common], help="PNG figures of a run")
+    p.add_argument("run_dir", help="run directory")
+    p.add_argument("--out", help="folder for the figures (default: RUN_DIR/plots)")
+    p.set_defaults(func=_cmd_plot)
+
+    from pal_atoms.jobs.ts import TSRunConfig
+
+    _add_run_parser(
+        sub,
+        common,
+        "md",
+        MDRunConfig(system=Path("x")),
+        help="active-learning MD run (xTB oracle, MACE committee by default)",
+        description="Parallel active learning on MD of the given structures. Every option "
+        "can also be set in a TOML file (--config, keys as the option names, optionally "
+        "under [md]); the command line wins.",
+        options=_MD_OPTIONS,
+    )
+    _add_run_parser(
+        sub,
+        common,
+        "ts",
+        TSRunConfig(system=Path("x")),
+        help="active learning on transition-state searches (Sella or NEB)",
+        description="Parallel active learning on saddle-point searches: Sella from randomly "
+        "perturbed copies of every frame of --system, or (--driver neb) a climbing-image NEB "
+        "between consecutive pairs of frames. Converged saddles are checked against the "
+        "oracle and written to OUT/saddles.extxyz. Takes every option of 'pal-atoms md' "
+        "(the MD ones make the held-out test set) plus the search options; TOML keys "
+        "optionally under [ts].",
+        options=_MD_OPTIONS + _TS_OPTIONS,
+    )
+
+    p = sub.add_parser("status", parents=[common], help="progress of a running or finished run")
+    p.add_argument("run_dir", help="run directory (or a labels.h5 file)")
+    p.set_defaults(func=_cmd_status)

@@ -1,0 +1,232 @@
+"""The settings of a ``pal-atoms md`` run: one frozen dataclass, validated on creation."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pal_atoms.core.errors import ConfigError
+from pal_atoms.oracles.registry import ORACLES as ORACLE_REGISTRY
+
+__all__ = ["MODELS", "ORACLES", "TRAINING", "MDRunConfig"]
+
+#: ``--oracle`` names: the oracle registry's.
+ORACLES = tuple(ORACLE_REGISTRY)
+#: ``--model`` names: the built-in backends (their registry imports torch, so the names
+#: are listed here; a test holds them equal).
+MODELS = ("mace", "schnet")
+TRAINING = ("continuous", "rounds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MDRunConfig:
+    """Everything ``pal-atoms md`` needs; every field is a command-line option too.
+
+    Args:
+        system: Starting structures (extxyz etc.); one generator per frame.
+        out: Run directory.
+        charge: Total charge for every frame (default: ``atoms.info["charge"]`` or 0).
+        oracle: Reference method family.
+        method: Method (default: GFN2-xTB for xtb, PBE for pyscf/turbomole).
+        basis: Basis set for pyscf/turbomole (default def2-SVP).
+        model: Committee backend.
+        model_options: Hyperparameters of the backend that replace its defaults, e.g.
+            ``{"hidden_irreps": "32x0e+32x1o"}`` for equivariant MACE features (more
+            accurate, about 1.5x the prediction and 2x the training cost; see the README).
+        committee: Committee members.
+        temperature_K: MD temperature in K.
+        timestep_fs: MD time step in fs.
+        steps: MD steps per generator (the run also stops at the other limits).
+        max_labels: Cap on ok labels from the active-learning loop (a limit; the normal
+            end is convergence).
+        time_limit_s: Wall-time limit of the active-learning loop in s.
+        training: ``"continuous"`` (train without stopping, publish improved weights,
+            calibrate the spread) or ``"rounds"`` (retrain every ``retrain_size`` labels
+            for ``train_steps`` steps; the spread stays raw).
+        target_force_error: Expected force error of the worst atom (calibrated
+            ``max_force_std``, eV/Å) below which a prediction is trusted: the trust
+            window's lower bound unless ``lower`` is given.
+        lower: Lower bound of the trust window on max_force_std, eV/Å (default
+            ``target_force_error``).
+        upper: Upper bound of the trust window, eV/Å (above: untrusted, MD restarts).
+        convergence_window: Predictions in the window of the convergence stop.
+        convergence_fraction: The run has converged when fewer than this fraction of the
+            last ``convergence_window`` predictions were uncertain and (continuous
+            training) the validation error has stopped improving.
+        final_check_ps: Length of the NVE check per starting system at the end, ps
+            (0: no check).
+        steps_per_label: Continuous training: a new label may be requested per this
+            many optimizer steps (after a burst of 8), so labels come at the pace the
+            committee can learn them (``None``: as fast as the oracle goes).
+        generator_rate_hz: Cap on MD steps per second per generator (``None``: none),
+            which leaves the cores of a small machine to training.
+        queue_policy: Which queued structure is labelled next: ``"uncertainty"`` or
+            ``"diverse"`` (uncertainty weighted by novelty, :mod:`pal_atoms.workflow.oracle_queue`).
+        patience: Uncertain MD steps tolerated before a restart.
+        retrain_size: New labels that start a training round (``training="rounds"``).
+        bootstrap_per_frame: Rattled structures labelled per frame before the loop.
+        test_per_frame: Held-out frames per starting structure (oracle MD).
+        train_steps: Optimizer steps per training round (``training="rounds"``; a round
+            on few labels trains as long as one on many), with cosine decay from 1e-2 and
+            batches of 4.
+        oracle_timeout_s: Kill a label after this many s (runs labels in a child process).
+        device: Torch device for the committee (default: CUDA when available).
+        np: Processes (MPI ranks); 1 runs every kernel in this process; more starts
+            ``mpiexec`` (at least 5: controller, prediction, training, oracle, generator).
+            ``None``: the kernels' ranks plus one generator rank per generator, up to the
+            cores this process may use (at least one generator rank; oversubscribing is
+            cheap because idle ranks sleep), or 1 when ``mpiexec`` is not installed.
+        prediction_ranks: Prediction ranks under MPI.
+        oracle_ranks: Oracle ranks under MPI.
+        training_ranks: Training ranks under MPI (members are shared out among them; two
+            train a 4-member committee 1.4x faster than one on 2 cores, measured).
+        resume: Continue the run in ``out``.
+        seed: Seed of everything random.
+    """
+
+    system: Path
+    out: Path = Path("pal-run")
+    charge: int | None = None
+    oracle: str = "xtb"
+    method: str | None = None
+    basis: str | None = None
+    model: str = "mace"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    committee: int = 4
+    temperature_K: float = 600.0
+    timestep_fs: float = 2.0
+    steps: int = 100_000
+    max_labels: int = 400
+    time_limit_s: float | None = 360.0
+    training: str = "continuous"
+    target_force_error: float = 0.15
+    lower: float | None = None
+    upper: float = 1.0
+    convergence_window: int = 1000
+    convergence_fraction: float = 0.1
+    final_check_ps: float = 1.0
+    steps_per_label: float | None = 15.0
+    generator_rate_hz: float | None = 5.0
+    queue_policy: str = "uncertainty"
+    patience: int = 10
+    retrain_size: int = 8
+    bootstrap_per_frame: int = 4
+    test_per_frame: int = 4
+    train_steps: int = 400
+    oracle_timeout_s: float | None = None
+    device: str | None = None
+    np: int | None = None
+    prediction_ranks: int = 1
+    oracle_ranks: int = 1
+    training_ranks: int = 2
+    resume: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "system", Path(self.system))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.oracle not in ORACLES:
+            raise ConfigError(f"unknown oracle {self.oracle!r}; choose from {', '.join(ORACLES)}")
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        if self.training not in TRAINING:
+            raise ConfigError(
+                f"unknown training {self.training!r}; choose from {', '.join(TRAINING)}"
+            )
+        self._check_stopping()
+        self._check_model_options()
+        for name in ("temperature_K", "timestep_fs"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in (
+            "committee",
+            "steps",
+            "max_labels",
+            "retrain_size",
+            "train_steps",
+            "prediction_ranks",
+            "oracle_ranks",
+            "training_ranks",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.np is not None and self.np < 1:
+            raise ConfigError(f"np must be >= 1, got {self.np}")
+        if self.committee < 2:
+            raise ConfigError("a committee needs at least 2 members to estimate uncertainty")
+        for name in ("bootstrap_per_frame", "test_per_frame", "patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.trust_lower <= self.upper:
+            raise ConfigError(f"need 0 <= lower <= upper, got {self.trust_lower}, {self.upper}")
+
+    def _check_stopping(self) -> None:
+        """Trust window, convergence, label pace and final check settings."""
+        for name in ("target_force_error", "upper"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number of eV/Å, got {value}")
+        if not 0 < self.convergence_fraction <= 1:
+            raise ConfigError(
+                f"convergence_fraction must lie in (0, 1], got {self.convergence_fraction}"
+            )
+        if self.convergence_window < 1:
+            raise ConfigError(f"convergence_window must be >= 1, got {self.convergence_window}")
+        for name in ("steps_per_label", "generator_rate_hz"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.queue_policy not in ("uncertainty", "diverse"):
+            raise ConfigError(
+                f"queue_policy must be 'uncertainty' or 'diverse', got {self.queue_policy!r}"
+            )
+        if not (math.isfinite(self.final_check_ps) and self.final_check_ps >= 0):
+            raise ConfigError(f"final_check_ps must be >= 0, got {self.final_check_ps}")
+
+    @property
+    def trust_lower(self) -> float:
+        """The trust window's lower bound in eV/Å (``lower``, else ``target_force_error``)."""
+        return self.target_force_error if self.lower is None else self.lower
+
+    def _check_model_options(self) -> None:
+        """Unknown hyperparameters fail here, before any MPI rank starts."""
+        if not isinstance(self.model_options, dict):
+            raise ConfigError(
+                f"model_options must be a table of KEY = VALUE, got {self.model_options!r}"
+            )
+        if self.model_options:
+            from pal_atoms.calculators.registry import get_backend
+
+            try:
+                get_backend(self.model).hyperparameters(self.model_options)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MDRunConfig:
+        """Build from a mapping (e.g. TOML), rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Resolved configuration as JSON (paths as strings)."""
+        return json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}, indent=2
+        )
+
+    def layout(self) -> Any:
+        """The MPI rank layout of this run (:class:`~pal_atoms.workflow.mpi.layout.Layout`)."""
+        from pal_atoms.workflow.mpi.layout import Layout
+
+        return Layout(
+            prediction=self.prediction_ranks,
+            oracle=self.oracle_ranks,
+            training=self.training_ranks,
+        )

@@ -1,0 +1,68 @@
+"""Set-up steps shared by the run subcommands (``md``, ``ts``): oracle, frames, test set."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ase import Atoms
+
+from pal_atoms.core.checks import charge_and_multiplicity, validate_structure
+from pal_atoms.core.errors import InputError
+from pal_atoms.store.exchange import read_structures
+
+if TYPE_CHECKING:
+    from pal_atoms.jobs.md_config import MDRunConfig
+
+__all__ = [
+    "build_oracle",
+    "check_run_dir",
+    "load_frames",
+    "prepare_run_dir",
+]
+
+
+def build_oracle(config: MDRunConfig) -> Any:
+    """The oracle the configuration names (method and basis passed on when given)."""
+    from pal_atoms.oracles import make_oracle
+
+    settings: dict[str, Any] = {}
+    if config.method:
+        settings["method"] = config.method
+    if config.basis:
+        settings["basis"] = config.basis
+    return make_oracle(config.oracle, **settings)
+
+
+def load_frames(config: MDRunConfig, oracle: Any | None) -> list[Atoms]:
+    """Read, check and annotate the starting structures (charge, multiplicity).
+
+    ``oracle``: also ask it whether it can label each frame (``None``: skip that).
+    """
+    frames = read_structures(config.system)
+    for i, atoms in enumerate(frames):
+        what = f"frame {i} of {config.system}"
+        validate_structure(atoms, min_distance_A=0.5, what=what)
+        charge, mult = charge_and_multiplicity(atoms, config.charge)
+        atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
+        try:
+            if oracle is not None:
+                oracle.check(atoms)
+        except InputError as exc:
+            raise InputError(f"{what}: {exc}") from exc
+    return frames
+
+
+def check_run_dir(config: MDRunConfig) -> None:
+    """Raise :class:`InputError` unless ``out`` suits the job (a run iff ``--resume``)."""
+    out = config.out
+    if config.resume:
+        if not (out / "labels.h5").is_file() or not (out / "config.json").is_file():
+            raise InputError(f"--resume: {out} is not a pal-atoms run (no labels.h5/config.json)")
+    elif (out / "labels.h5").exists():
+        raise InputError(f"{out} already holds a run; use --resume or another --out")
+
+
+def prepare_run_dir(config: MDRunConfig) -> None:
+    """Create the run folder, or check that ``--resume`` points at a run."""
+    check_run_dir(config)
+    config.out.mkdir(parents=True, exist_ok=True)
