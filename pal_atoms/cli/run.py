@@ -303,7 +303,7 @@ def _cmd_md(args: argparse.Namespace) -> int:
         return 0
     print(_final_line(config, summary))
     if isinstance(config, TSRunConfig):
-        rows = json.loads((config.out / "summary.json").read_text()).get("saddles", [])
+        rows = summary.report.get("saddles", [])
         print(
             f"{len(rows)} converged saddle(s) checked against the oracle"
             + (f" in {config.out / 'saddles.extxyz'}" if rows else "")
@@ -325,9 +325,7 @@ def _final_line(config: MDRunConfig, summary: Summary) -> str:
         f"{summary.generator_steps} MD steps, {training} in {summary.wall_time_s:.0f} s; "
         f"held-out force MAE {mae:.4f} eV/Å"
     )
-    report_path = config.out / "summary.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    check = report.get("final_check")
+    check = summary.report.get("final_check")
     if check:
         worst = check.get("max_system_test_force_mae")
         line += (

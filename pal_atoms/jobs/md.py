@@ -205,6 +205,7 @@ def run_md(
     comm: Any | None = None,
     *,
     make_generators: GeneratorFactory | None = None,
+    add_to_report: Callable[[Summary], None] | None = None,
 ) -> Summary | None:
     """Run the whole job; return the summary (also in ``summary.json``).
 
@@ -215,6 +216,8 @@ def run_md(
         make_generators: Builds the generators from the configuration and the checked
             starting frames (default :func:`md_generators`; ``pal-atoms ts`` passes
             saddle-point searches).
+        add_to_report: Called on rank 0 with the summary before ``summary.json`` is
+            written, to add the job's own results to ``summary.report``.
 
     Returns:
         The run's summary; ``None`` on MPI ranks other than 0.
@@ -254,14 +257,19 @@ def run_md(
     with LabelStore(config.out / "labels.h5", mode="r") as store:
         counts = store.counts()
         summary.test_force_mae.append((counts["ok"], final))
-    report = {**summary.as_dict(), "final_test_force_mae": final, "store_counts": counts}
+    report = summary.report
+    report.update(final_test_force_mae=final, store_counts=counts)
     if test_set:
         from pal_atoms.jobs.plot_calibration import calibration_report
 
         report["test_calibration"] = calibration_report(committee, test_set)
     if config.final_check_ps > 0:
         report["final_check"] = _final_check(config, committee, test_set)
-    (config.out / "summary.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if add_to_report is not None:
+        add_to_report(summary)
+    (config.out / "summary.json").write_text(
+        json.dumps(summary.as_dict(), indent=2, default=float) + "\n"
+    )
     return summary
 
 

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ase.io
@@ -223,17 +222,13 @@ def run_ts(config: TSRunConfig, comm: Any | None = None) -> Summary | None:
     def make(cfg: Any, frames: list[Atoms]) -> list[Any]:
         return ts_generators(cfg, frames)
 
-    summary = run_md(config, comm, make_generators=make)
-    if summary is None:
-        return None
-    rows = _check_saddles(config, _saddles(config))
-    summary_path = Path(config.out) / "summary.json"
-    report = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    report["saddles"] = rows
-    summary_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    logger.info(
-        "%d converged saddle(s) checked against the oracle; largest oracle force %s eV/Å",
-        len(rows),
-        f"{max(r['oracle_fmax_eV_A'] for r in rows):.3f}" if rows else "-",
-    )
-    return summary
+    def add_saddles(summary: Summary) -> None:
+        rows = _check_saddles(config, _saddles(config))
+        summary.report["saddles"] = rows
+        logger.info(
+            "%d converged saddle(s) checked against the oracle; largest oracle force %s eV/Å",
+            len(rows),
+            f"{max(r['oracle_fmax_eV_A'] for r in rows):.3f}" if rows else "-",
+        )
+
+    return run_md(config, comm, make_generators=make, add_to_report=add_saddles)

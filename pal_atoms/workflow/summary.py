@@ -40,6 +40,8 @@ class Summary:
         committee_path: Folder of the last committee checkpoint (``None`` without one).
         test_force_mae: ``(labels, MAE)`` pairs: held-out force MAE in eV/Å of the starting
             committee (at 0 labels of this run), then after each training round.
+        report: What the job adds after the loop (final check, calibration on the test
+            set, checked saddles), written with the rest into ``summary.json``.
     """
 
     labels_ok: int = 0
@@ -59,10 +61,12 @@ class Summary:
     timings_s: dict[str, float] = field(default_factory=dict)
     committee_path: str | None = None
     test_force_mae: list[tuple[int, float]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable copy."""
-        return asdict(self)
+        """JSON-serialisable copy; the entries of :attr:`report` at the top level."""
+        out = asdict(self)
+        return {**out, **out.pop("report")}
 
 
 class StopRun(Exception):
