@@ -41,6 +41,43 @@ def _limit_memory(max_memory_MB: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _load_main(main_path: str) -> None:
+    """Run the parent's main script as ``__mp_main__`` and make it ``__main__`` here.
+
+    What :mod:`multiprocessing`'s spawn does, so that classes and functions defined in the
+    user's script (an ASE calculator, a factory) can be unpickled in this process. The
+    script's top-level code runs here too: guard the main part with
+    ``if __name__ == "__main__":`` (a label with isolation from that code is refused,
+    see :func:`pal_atoms.oracles.label`).
+    """
+    import runpy
+    import types
+
+    namespace = runpy.run_path(main_path, run_name="__mp_main__")
+    module = types.ModuleType("__mp_main__")
+    module.__dict__.update(namespace)
+    sys.modules["__mp_main__"] = sys.modules["__main__"] = module
+
+
+def _load_oracle(payload: bytes, main_path: str | None) -> Any:
+    """Unpickle the oracle; load the parent's main script first if the oracle needs it."""
+    try:
+        return pickle.loads(payload)  # noqa: S301 - from our parent
+    except AttributeError as exc:
+        if main_path is None or "__main__" not in str(exc):
+            raise RuntimeError(f"cannot rebuild the oracle in the worker ({exc})") from exc
+    try:
+        _load_main(main_path)
+    except BaseException as exc:
+        raise RuntimeError(
+            f"cannot rebuild the oracle in the worker: its class lives in {main_path}, and "
+            f"running that script there failed ({type(exc).__name__}: {exc}); put the "
+            'script\'s main code under `if __name__ == "__main__":`, or define the '
+            "calculator in an importable module"
+        ) from exc
+    return pickle.loads(payload)  # noqa: S301 - from our parent
+
+
 def serve(conn: Connection) -> None:
     """Answer requests until ``("stop",)`` or the parent goes away."""
     options: dict[str, Any] = conn.recv()
@@ -65,13 +102,7 @@ def serve(conn: Connection) -> None:
             elif kind == "label":
                 _, oracle_bytes, atoms = request
                 if oracle_bytes != cached_bytes:
-                    try:
-                        cached_oracle = pickle.loads(oracle_bytes)  # noqa: S301 - our parent
-                    except Exception as exc:
-                        raise RuntimeError(
-                            f"cannot rebuild the oracle in the worker ({exc}); calculators "
-                            "and factories must live in an importable module, not __main__"
-                        ) from exc
+                    cached_oracle = _load_oracle(oracle_bytes, options.get("main_path"))
                     cached_bytes = oracle_bytes
                 conn.send(("outcome", run_attempt(cached_oracle, atoms)))
                 sys.stdout.flush()

@@ -11,19 +11,41 @@ numbers, a hang or a crash of the program are all recorded with their error text
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ase import Atoms
 from pal_atoms.oracles.attempt import Outcome, RetryPolicy, run_attempt
 from pal_atoms.oracles.base import Oracle, check_finite_positive
-from pal_atoms.oracles.worker import OracleWorker, shared_worker
+from pal_atoms.oracles.worker import WORKER_ENV, OracleWorker, shared_worker
+from pal_atoms.oracles.wrap import Wrapped
 
 from pal_atoms.core.errors import ConfigError
 from pal_atoms.core.label import Label, LabelStatus
 
-__all__ = ["Outcome", "RetryPolicy", "label", "run_attempt"]  # the first two: re-exported
+__all__ = ["Outcome", "RetryPolicy", "as_oracle", "label", "run_attempt"]
 
 logger = logging.getLogger(__name__)
+
+
+def as_oracle(calculator: Any) -> Oracle:
+    """``calculator`` as an oracle (an ASE calculator is wrapped, named after its class).
+
+    An :class:`Oracle` is returned as it is; a plain ASE calculator is wrapped with
+    :class:`~pal_atoms.oracles.Wrapped`.
+
+    Raises:
+        ConfigError: neither.
+    """
+    if isinstance(calculator, Oracle):
+        return calculator
+    if callable(getattr(calculator, "calculate", None)):
+        name = type(calculator).__name__.lower()
+        return Wrapped(calculator, name=name, method=type(calculator).__name__)
+    raise ConfigError(
+        f"oracle must be a pal_atoms.oracles Oracle or an ASE calculator, got "
+        f"{type(calculator).__name__}"
+    )
 
 
 def label(
@@ -40,10 +62,13 @@ def label(
     Args:
         atoms: Structure (positions in Å); charge and multiplicity may come from
             ``atoms.info``. Not modified.
-        oracle: Any :class:`~pal_atoms.oracles.base.Oracle`.
-        timeout_s: Kill an attempt after this many seconds and record ``timeout``.
-            Needs ``isolate=True`` or a ``worker`` (a hung in-process call cannot be
-            interrupted).
+        oracle: Any :class:`~pal_atoms.oracles.base.Oracle`, or a plain ASE calculator
+            (wrapped with :class:`~pal_atoms.oracles.Wrapped`, named after its class).
+        timeout_s: Kill an attempt after this many seconds and record ``timeout``; the
+            attempt then runs in a worker process (a hung in-process call cannot be
+            interrupted). A calculator class defined in the running script works there
+            too: the worker runs the script as ``__mp_main__`` (as ``multiprocessing``
+            does), so keep its main code under ``if __name__ == "__main__":``.
         isolate: Run in a child process (the shared
             :func:`~pal_atoms.oracles.worker.shared_worker`), so a hang, crash or memory
             blow-up of the program cannot take the caller down.
@@ -59,20 +84,19 @@ def label(
     Raises:
         StructureError: the structure fails ``oracle.check`` (before any calculation).
         OracleSetupError: the oracle cannot run here (missing program).
-        ValueError: bad arguments (``timeout_s`` without isolation, non-positive timeout).
+        ValueError: bad arguments (not a calculator, non-positive timeout, a worker asked
+            for from inside a worker).
     """
-    if not isinstance(oracle, Oracle):
-        raise ConfigError(
-            f"oracle must be a pal_atoms.oracles Oracle, got {type(oracle).__name__}; "
-            "wrap an ASE calculator with pal_atoms.oracles.Wrapped"
-        )
+    oracle = as_oracle(oracle)
     if timeout_s is not None:
         check_finite_positive("timeout_s", timeout_s)
-        if not isolate and worker is None:
-            raise ConfigError(
-                "timeout_s needs isolate=True or a worker (a hung in-process calculation "
-                "cannot be interrupted)"
-            )
+        isolate = True
+    if (isolate or worker is not None) and os.environ.get(WORKER_ENV):
+        raise ConfigError(
+            "label() with isolation was called inside an oracle worker: the worker ran "
+            "your script to find its calculator class, and the script labels at top "
+            'level; put its main code under `if __name__ == "__main__":`'
+        )
     oracle.check(atoms)
     policy = retry if retry is not None else RetryPolicy(max_attempts=1)
     if worker is None and isolate:

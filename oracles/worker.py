@@ -44,6 +44,21 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _POLL_S = 0.25  # how often a waiting parent checks that the child still lives
 
 
+#: Set in a worker's environment: a script re-run there (to define the user's classes)
+#: must not start workers of its own.
+WORKER_ENV = "PAL_ATOMS_ORACLE_WORKER"
+
+
+def _main_path() -> str | None:
+    """The file of the running main script, if there is one (not ``-c`` or a REPL)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if path is None or spec is not None:  # -m module: its classes are importable anyway
+        return None
+    return str(Path(path).resolve()) if Path(path).is_file() else None
+
+
 class OracleWorker:
     """A child process that runs oracle attempts one at a time.
 
@@ -101,7 +116,7 @@ class OracleWorker:
         if self.alive:
             return
         self._terminate()
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, WORKER_ENV: "1"}
         if self.threads is not None:
             env.update(dict.fromkeys(_THREAD_VARS, str(self.threads)))
         parent_conn, child_conn = Pipe(duplex=True)
@@ -125,7 +140,7 @@ class OracleWorker:
         self.starts += 1
         try:
             parent_conn.send([p for p in sys.path if p])
-            parent_conn.send({"max_memory_MB": self.max_memory_MB})
+            parent_conn.send({"max_memory_MB": self.max_memory_MB, "main_path": _main_path()})
             reply = self._receive(self.startup_timeout_s)
         except (OSError, EOFError) as exc:
             reply = ("died", str(exc))

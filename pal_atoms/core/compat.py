@@ -6,8 +6,12 @@ install, and each one says why. Import the backends through these functions only
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import logging
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,6 +19,10 @@ from typing import Any
 __all__ = ["import_mace", "import_schnetpack", "torch_load"]
 
 _FORCE_VAR = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+#: mace's import-time notice that the optional cuequivariance package is missing.
+_NOTICE = "cuequivariance or cuequivariance_torch is not available"
+
+logger = logging.getLogger(__name__)
 
 
 def _allow_slice_in_weights_only_load() -> None:
@@ -45,15 +53,24 @@ def import_mace() -> ModuleType:
     # load runs with weights_only=True too.
     importlib.import_module("e3nn.o3")
     before = os.environ.get(_FORCE_VAR)
+    captured = io.StringIO()
     try:
-        mace = importlib.import_module("mace")
-        for sub in ("mace.modules", "mace.data", "mace.tools", "mace.tools.scatter"):
-            importlib.import_module(sub)
+        # mace prints a notice about the optional cuequivariance package at import; every
+        # MPI rank would repeat it. Keep everything else it prints.
+        with contextlib.redirect_stdout(captured):
+            mace = importlib.import_module("mace")
+            for sub in ("mace.modules", "mace.data", "mace.tools", "mace.tools.scatter"):
+                importlib.import_module(sub)
     finally:
         if before is None:
             os.environ.pop(_FORCE_VAR, None)
         else:
             os.environ[_FORCE_VAR] = before
+        for line in captured.getvalue().splitlines(keepends=True):
+            if _NOTICE in line:
+                logger.debug("mace: %s", line.strip())
+            else:
+                sys.stdout.write(line)
     return mace
 
 

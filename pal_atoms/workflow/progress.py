@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_duration", "format_status", "oracle_busy_fraction"]
+__all__ = ["Progress", "eta_to_cap", "format_duration", "format_status", "oracle_busy_fraction"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +70,50 @@ def oracle_busy_fraction(metrics: Mapping[str, Any]) -> float | None:
     return oracle_s / elapsed
 
 
-def format_status(metrics: Mapping[str, Any]) -> str:
+def eta_to_cap(
+    elapsed_s: float,
+    *,
+    labels_ok: int,
+    steps: int,
+    time_limit_s: float | None,
+    max_labels: int | None,
+    max_steps: int | None,
+) -> dict[str, Any]:
+    """Time left until the nearest cap, at the rates so far (the run may converge sooner).
+
+    Returns:
+        ``{"eta_s": seconds, "eta_cap": "time_limit" | "max_labels" | "max_steps"}``, or
+        ``{}`` when no cap can be estimated yet.
+    """
+    if elapsed_s <= 0:
+        return {}
+    left: dict[str, float] = {}
+    if time_limit_s is not None:
+        left["time_limit"] = max(time_limit_s - elapsed_s, 0.0)
+    if max_labels is not None and labels_ok > 0:
+        left["max_labels"] = max(max_labels - labels_ok, 0) * elapsed_s / labels_ok
+    if max_steps is not None and steps > 0:
+        left["max_steps"] = max(max_steps - steps, 0) * elapsed_s / steps
+    if not left:
+        return {}
+    cap = min(left, key=left.__getitem__)
+    return {"eta_s": round(left[cap], 1), "eta_cap": cap}
+
+
+def _bar(elapsed_s: float, eta_s: float, width: int = 12) -> str:
+    done = elapsed_s / max(elapsed_s + eta_s, 1e-9)
+    filled = min(width, round(done * width))
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done:4.0%}"
+
+
+def format_status(metrics: Mapping[str, Any], *, bar: bool = False) -> str:
     """One-line summary of a metrics record, numbers with units; missing fields are left out.
 
     Args:
         metrics: One record of ``metrics.jsonl`` (``labels_ok``, ``labels_failed``,
             ``steps_per_s``, ``max_force_std`` in eV/Å, ``test_force_mae`` in eV/Å,
-            ``elapsed_s``, ``busy_s``, ``queued``, ...).
+            ``elapsed_s``, ``busy_s``, ``queued``, ``eta_s``/``eta_cap``, ...).
+        bar: Start with a bar of the time done until the nearest cap (terminal mode).
 
     Returns:
         E.g. ``"12m05s | labels 40 ok, 2 failed | oracle busy 83% | 51.2 steps/s |
@@ -107,6 +144,11 @@ def format_status(metrics: Mapping[str, Any]) -> str:
     pending = _number(metrics.get("pending_predictions"))
     if pending:
         parts.append(f"{int(pending)} predictions pending")
+    eta = _number(metrics.get("eta_s"))
+    if eta is not None and not metrics.get("final"):
+        parts.append(f"ETA {format_duration(eta)} ({metrics.get('eta_cap', 'cap')})")
+        if bar and elapsed is not None:
+            parts.insert(0, _bar(elapsed, eta))
     if metrics.get("final"):
         parts.append("final")
     return " | ".join(parts)
@@ -163,7 +205,7 @@ class Progress:
         if not final and self._last_emit is not None and now - self._last_emit < min_gap:
             return
         self._last_emit = now
-        text = format_status(metrics)
+        text = format_status(metrics, bar=self.live)
         if self.live:
             self._draw(text)
         else:

@@ -21,7 +21,7 @@ class WorkflowSettings:
         time_limit_s: Stop after this wall time in s (``None``: no limit).
         retrain_size: New ``ok`` labels that start a training round.
         oracle_timeout_s: A label taking longer is killed and recorded as ``timeout``
-            (``None``: no limit; a limit needs ``isolate_oracle``).
+            (``None``: no limit; a limit runs each label in a child process).
         isolate_oracle: Run each label in a child process, so a crash or hang of the
             quantum-chemistry code cannot take the run down.
         queue_cap: Most structures waiting for the oracle; the least uncertain are dropped.
@@ -111,11 +111,6 @@ class WorkflowSettings:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
-        if self.oracle_timeout_s is not None and not self.isolate_oracle:
-            raise ConfigError(
-                "oracle_timeout_s needs isolate_oracle=True (a hung in-process "
-                "calculation cannot be interrupted)"
-            )
         self._check_pacing()
         for name in ("convergence_fraction", "failure_budget"):
             value = getattr(self, name)

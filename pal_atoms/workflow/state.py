@@ -29,7 +29,7 @@ from pal_atoms.core.protocols import StopCriterion, Verdict
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow.metrics import MetricsLog, force_mae
 from pal_atoms.workflow.oracle_queue import Candidate, OracleQueue
-from pal_atoms.workflow.progress import Progress
+from pal_atoms.workflow.progress import Progress, eta_to_cap
 from pal_atoms.workflow.selection import SelectionRule, TrustWindow, score
 from pal_atoms.workflow.settings import WorkflowSettings
 from pal_atoms.workflow.summary import StopRun, Summary, json_default
@@ -374,6 +374,14 @@ class RunState(TrainingState):
             else None,
             "busy_s": {k: round(v, 3) for k, v in self._timings.items()},
             **self.queue.stats(),
+            **eta_to_cap(
+                elapsed_s,
+                labels_ok=self.summary.labels_ok,
+                steps=max(self.summary.generator_steps, self.summary.predictions),
+                time_limit_s=self.settings.time_limit_s,
+                max_labels=self.settings.max_labels,
+                max_steps=self.settings.max_steps,
+            ),
             "final": final,
         }
 

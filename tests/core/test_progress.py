@@ -149,3 +149,27 @@ def test_long_lines_are_cut_to_the_terminal_width(monkeypatch):
     line = stream.getvalue().strip("\r\n")
     assert len(line) < 30
     assert line.endswith("…")
+
+
+def test_eta_is_to_the_nearest_cap_at_the_rates_so_far():
+    from pal_atoms.workflow.progress import eta_to_cap
+
+    kw = {"labels_ok": 10, "steps": 100, "max_steps": None}
+    # 10 labels in 60 s: 390 more take 2340 s, the time limit comes first (300 s left)
+    assert eta_to_cap(60.0, time_limit_s=360.0, max_labels=400, **kw) == {
+        "eta_s": 300.0,
+        "eta_cap": "time_limit",
+    }
+    assert eta_to_cap(60.0, time_limit_s=None, max_labels=20, **kw) == {
+        "eta_s": 60.0,
+        "eta_cap": "max_labels",
+    }
+    assert eta_to_cap(0.0, time_limit_s=None, max_labels=20, **kw) == {}
+    assert eta_to_cap(5.0, labels_ok=0, steps=0, time_limit_s=None, max_labels=5, max_steps=9) == {}
+
+
+def test_the_terminal_line_has_a_bar_and_the_log_line_an_eta():
+    record = {"elapsed_s": 90.0, "labels_ok": 3, "eta_s": 270.0, "eta_cap": "time_limit"}
+    assert format_status(record).endswith("ETA 4m30s (time_limit)")
+    assert format_status(record, bar=True).startswith("[###.........]  25%")
+    assert "ETA" not in format_status({**record, "final": True})

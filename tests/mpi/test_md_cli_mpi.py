@@ -66,6 +66,7 @@ def test_md_starts_its_own_mpi_ranks_by_default(tmp_path):
     assert "run finished [max_labels] (reached max_labels=6)" in proc.stdout
     assert "starting 6 MPI ranks" in proc.stderr or "starting 7 MPI ranks" in proc.stderr
     assert proc.stdout.count("run finished") == 1  # one rank reports
+    assert "cuequivariance" not in proc.stdout + proc.stderr  # no per-rank import notice
     with LabelStore(out / "labels.h5", mode="r") as store:
         assert store.counts()["ok"] >= 4 + 6
     summary = json.loads((out / "summary.json").read_text())
