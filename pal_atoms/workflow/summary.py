@@ -66,7 +66,8 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable copy; the entries of :attr:`report` at the top level."""
         out = asdict(self)
-        return {**out, **out.pop("report")}
+        report = out.pop("report")
+        return {**out, **report}
 
 
 class StopRun(Exception):

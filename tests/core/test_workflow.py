@@ -244,3 +244,11 @@ def test_prediction_cap_holds_generators_back(tmp_path):
         tmp_path / "free", lambda k: 0.01, time_limit_s=1.0, convergence_window=100000
     )
     assert loop2.run().predictions > summary.predictions
+
+
+def test_the_summary_puts_the_jobs_report_at_the_top_level():
+    from pal_atoms.workflow.summary import Summary
+
+    out = Summary(labels_ok=3, report={"final_check": {"stable": True}}).as_dict()
+    assert out["final_check"] == {"stable": True} and out["labels_ok"] == 3
+    assert "report" not in out
