@@ -92,12 +92,19 @@ def _md(out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_scancel_then_srun_resume_keeps_every_label(tmp_path):
+def _ranks_in_metrics(run: Path) -> int:
+    """MPI ranks of the run: the controller plus the workers in the last metrics line."""
+    lines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return 1 + len(json.loads(lines[-1])["ranks"])
+
+
+def test_sbatch_shell_run_uses_its_allocation_then_scancel_and_srun_resume(tmp_path):
+    # ``pal-atoms md`` called directly in an ``sbatch -n 5`` script (no srun): it must
+    # start its 5 ranks within the allocation, not run as one process.
     out = tmp_path / "run"
     cmd = " ".join(_md(out, "--max-labels", "400", "--time-limit", "600"))
     sub = subprocess.run(
-        ["sbatch", "--parsable", "-n", "6", "-o", str(tmp_path / "first.out"),
-         "--wrap", f"srun --mpi=pmi2 {cmd}"],
+        ["sbatch", "--parsable", "-n", "5", "-o", str(tmp_path / "first.out"), "--wrap", cmd],
         cwd=ROOT, capture_output=True, text=True, env=_env(), check=True,
     )  # fmt: skip
     job = sub.stdout.strip().split(";")[0]
@@ -105,6 +112,10 @@ def test_scancel_then_srun_resume_keeps_every_label(tmp_path):
     while _labels_so_far(out) < 4:  # a few labels from the loop (besides the bootstrap)
         assert time.monotonic() < deadline, (tmp_path / "first.out").read_text()[-3000:]
         time.sleep(2)
+    first = (tmp_path / "first.out").read_text()
+    assert "running on 5 MPI ranks started by pal-atoms with srun" in first, first[-3000:]
+    assert _ranks_in_metrics(out) == 5
+    # scancel, then resume with srun directly (an allocation of its own): every label kept.
     subprocess.run(["scancel", job], check=True)
     while subprocess.run(
         ["squeue", "-h", "-j", job], capture_output=True, text=True, check=False
@@ -113,14 +124,29 @@ def test_scancel_then_srun_resume_keeps_every_label(tmp_path):
     with LabelStore(out / "labels.h5", mode="r") as store:
         before = store.ids()
         ok_before = store.counts()["ok"]
-    # srun directly (an allocation of its own), resuming the cancelled run
     proc = subprocess.run(
-        ["srun", "-n", "6", "--mpi=pmi2",
+        ["srun", "-n", "5", "--mpi=pmi2",
          *_md(out, "--resume", "--max-labels", str(ok_before + 4), "--time-limit", "120")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=_env(), check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("run finished") == 1, proc.stdout[-3000:]
+    assert "running on 5 MPI ranks from srun" in proc.stderr, proc.stderr[-3000:]
+    assert _ranks_in_metrics(out) == 5
     with LabelStore(out / "labels.h5", mode="r") as store:
         assert store.ids()[: len(before)] == before  # every label from before the scancel
         assert store.counts()["ok"] >= ok_before + 4  # and the resumed run added more
+
+
+def test_srun_copies_without_mpi_are_refused_before_touching_out(tmp_path):
+    # srun --mpi=none: three processes that share no communicator would each run the
+    # whole job against one folder.
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        ["srun", "-n", "3", "--mpi=none", *_md(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env(), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("srun:")]
+    assert len(ours) == 1 and "--mpi=pmi2" in ours[0], proc.stderr  # one line, not one a copy
+    assert not out.exists()

@@ -8,12 +8,11 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pal_atoms.core.errors import ConfigError, InputError
+from pal_atoms.core.errors import InputError, LaunchError
 from pal_atoms.jobs.md_config import MODELS, ORACLES
 
 if TYPE_CHECKING:
@@ -194,18 +193,6 @@ def _read_toml(path: Path) -> dict[str, object]:
     return {str(k).replace("-", "_"): v for k, v in section.items()}
 
 
-#: Environment variables that MPI launchers set on every rank (MPICH/hydra, Open MPI, Slurm).
-_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
-
-
-def _launched_by_mpi() -> bool:
-    for var in _LAUNCHER_SIZE_VARS:
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 1:
-            return True
-    return False
-
-
 def _cores() -> int:
     """Cores this process may run on (the Slurm/cgroup affinity where there is one)."""
     try:
@@ -226,9 +213,9 @@ def _n_generators(config: MDRunConfig) -> int:
 
 def _auto_np(config: MDRunConfig) -> int:
     """Default ``--np``: see :class:`~pal_atoms.jobs.md.MDRunConfig`."""
-    have_mpi = importlib.util.find_spec("mpi4py") is not None
-    here = Path(sys.executable).parent
-    if not have_mpi or not (shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")):
+    from pal_atoms.jobs.launch import find_mpiexec
+
+    if importlib.util.find_spec("mpi4py") is None or find_mpiexec() is None:
         logging.getLogger(__name__).warning(
             "no mpiexec/mpi4py found: every kernel runs in this process (pip install "
             "'pal-atoms[mpi]' for parallel kernels, or pass --np 1 to silence this)"
@@ -238,66 +225,67 @@ def _auto_np(config: MDRunConfig) -> int:
     return fixed + max(1, min(_n_generators(config), _cores() - fixed))
 
 
-def _mpiexec() -> str:
-    here = Path(sys.executable).parent
-    exe = shutil.which("mpiexec", path=str(here)) or shutil.which("mpiexec")
-    if exe is None:
-        raise ConfigError(
-            "--np > 1 needs mpiexec: pip install 'pal-atoms[mpi]' (or run under "
-            "your cluster's mpiexec/srun)"
-        )
-    return exe
+def _comm_size() -> int:
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.Get_size())
 
 
 def _cmd_md(args: argparse.Namespace) -> int:
+    from pal_atoms.jobs.launch import STARTED_BY, LaunchKind, decide_launch, start_ranks
     from pal_atoms.jobs.md import run_md
     from pal_atoms.jobs.ts import TSRunConfig, check_pairs, run_ts
 
     config = _md_config(args)
+    try:
+        launch = decide_launch(
+            os.environ,
+            requested_np=config.np,
+            auto_np=lambda: _auto_np(config),
+            comm_size=_comm_size,
+            have_srun=shutil.which("srun") is not None,
+        )
+    except LaunchError:
+        if os.environ.get("SLURM_PROCID", "0") != "0":
+            return 2  # every copy stops; the first says why, once
+        raise
+    log = logging.getLogger(__name__)
+    kernels = config.layout().counts(launch.n_ranks) if launch.n_ranks > 1 else None
 
     def run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
         if isinstance(config, TSRunConfig):
             return run_ts(config, comm=comm)
         return run_md(config, comm=comm)
 
-    if _launched_by_mpi():
+    if launch.kind is LaunchKind.LAUNCHER:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
         if comm.Get_rank() != 0:
             logging.getLogger().setLevel(logging.WARNING)  # one rank tells the story
+        elif STARTED_BY not in os.environ:  # else the process that started us said it
+            log.info("%s", launch.describe(kernels))
         try:
             summary = run_job(config, comm=comm)
         except InputError:
             if comm.Get_rank() == 0:
                 raise
             return 2  # every rank stops with the same error; rank 0 prints it once
-    elif (n_ranks := config.np if config.np is not None else _auto_np(config)) > 1:
+    elif launch.kind is LaunchKind.STARTED:
         # Check the input here, before starting ranks: one clean error, no job launched.
         from pal_atoms.jobs.setup import build_oracle, check_run_dir, load_frames
+        from pal_atoms.store.run_lock import RunLock
 
         check_run_dir(config)
+        RunLock(config.out).ensure_free()
         frames = load_frames(config, build_oracle(config))
         if isinstance(config, TSRunConfig):
             check_pairs(config, frames)
-
-        config.layout().check(n_ranks)
-        # Start our own ranks: the same command under mpiexec; ``-m mpi4py`` aborts the
-        # whole job on an uncaught exception instead of leaving ranks hanging.
-        cmd = [
-            _mpiexec(),
-            "-n",
-            str(n_ranks),
-            sys.executable,
-            "-m",
-            "mpi4py",
-            "-m",
-            "pal_atoms.cli",
-            *args.argv,
-        ]
-        logging.getLogger(__name__).info("starting %d MPI ranks: %s", n_ranks, " ".join(cmd))
-        return subprocess.call(cmd)
+        config.layout().check(launch.n_ranks)
+        log.info("%s", launch.describe(kernels))
+        return start_ranks(launch, args.argv)
     else:
+        log.info("%s", launch.describe())
         summary = run_job(config)
     if summary is None:
         return 0

@@ -10,7 +10,9 @@ Hierarchy::
     PalAtomsError
     ├── InputError (ValueError)        bad argument, file, structure or configuration
     │   ├── ConfigError                invalid or unknown setting
-    │   │   └── LayoutError            MPI rank layout does not fit the communicator
+    │   │   ├── LayoutError            MPI rank layout does not fit the communicator
+    │   │   └── LaunchError            processes started in a way that cannot work
+    │   │                              (siblings without an MPI connection)
     │   └── StructureError             a structure no kernel can use (NaN, overlap, ...)
     ├── StoreError                     label store could not be read or written
     │   └── StoreFormatError (InputError)  file is not a label store, or it is damaged
@@ -27,6 +29,7 @@ __all__ = [
     "ConfigError",
     "FailureBudgetExceeded",
     "InputError",
+    "LaunchError",
     "LayoutError",
     "ModelError",
     "OracleError",
@@ -53,6 +56,14 @@ class ConfigError(InputError):
 
 class LayoutError(ConfigError):
     """Raised when the requested MPI rank layout does not fit the communicator size."""
+
+
+class LaunchError(ConfigError):
+    """Raised when the run's processes were started in a way that cannot work.
+
+    For example ``srun --mpi=none -n 3``: three copies that share no communicator and
+    would each run the whole job against one run directory.
+    """
 
 
 class StructureError(InputError):

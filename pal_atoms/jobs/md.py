@@ -20,8 +20,9 @@ from ase import Atoms
 
 from pal_atoms.core.errors import InputError
 from pal_atoms.jobs.md_config import MDRunConfig
-from pal_atoms.jobs.setup import build_oracle, load_frames, prepare_run_dir
+from pal_atoms.jobs.setup import build_oracle, check_run_dir, load_frames, prepare_run_dir
 from pal_atoms.store import LabelStore
+from pal_atoms.store.run_lock import RunLock
 from pal_atoms.workflow import ActiveLearning, Summary
 from pal_atoms.workflow.metrics import force_mae
 from pal_atoms.workflow.selection import TrustWindow
@@ -222,22 +223,32 @@ def run_md(
     Returns:
         The run's summary; ``None`` on MPI ranks other than 0.
     """
-    size = comm.Get_size() if comm is not None else 1
-    rank = comm.Get_rank() if comm is not None else 0
-    if size > 1:
+    if comm is not None and comm.Get_size() > 1:
         from pal_atoms.workflow.mpi.layout import make_ase_rank_local
 
         make_ase_rank_local()  # before any ASE call: rank 0 prepares alone
-        config.layout().check(size)
+        config.layout().check(comm.Get_size())
+    lock = RunLock(config.out)  # rank 0 is the one writer of the run folder, for the run
+    try:
+        _prepare_once(config, comm, lock)
+        return _run_and_report(config, comm, make_generators, add_to_report)
+    finally:
+        lock.release()
+
+
+def _prepare_once(config: MDRunConfig, comm: Any | None, lock: RunLock) -> None:
+    """Rank 0 takes the run folder's lock and prepares it; every rank sees the same error."""
     error: str | None = None
-    if rank == 0:
+    if comm is None or comm.Get_rank() == 0:
         try:
+            check_run_dir(config)  # before the lock creates the folder
+            lock.acquire()
             _prepare(config)
         except InputError as exc:
             if comm is None:
                 raise
             error = str(exc)
-    if comm is not None and size > 1:
+    if comm is not None and comm.Get_size() > 1:
         from pal_atoms.workflow.mpi.comm import quiet_barrier
 
         # Rank 0 prepares alone for minutes (test set, bootstrap, first training); MPICH's
@@ -246,9 +257,18 @@ def run_md(
         error = comm.bcast(error, root=0)  # every rank stops with the same message
         if error is not None:
             raise InputError(error)
+
+
+def _run_and_report(
+    config: MDRunConfig,
+    comm: Any | None,
+    make_generators: GeneratorFactory | None,
+    add_to_report: Callable[[Summary], None] | None,
+) -> Summary | None:
+    """The loop on every rank, then (rank 0) the final committee's report."""
     loop, test_set = _loop(config, comm, make_generators or md_generators)
     summary = loop.run()
-    if rank != 0:
+    if comm is not None and comm.Get_rank() != 0:
         return None
     from pal_atoms.calculators import CommitteeCalculator
 

@@ -20,6 +20,11 @@ def test_roles_are_interleaved_and_generators_take_the_rest():
     assert layout.ranks(10, Role.ORACLE) == [i for i, r in enumerate(roles) if r is Role.ORACLE]
     with pytest.raises(LayoutError, match="cannot hold"):
         layout.check(7)
+    # Ranks per kernel, for the first log line (kernels first, no empty kinds).
+    assert layout.counts(10) == {
+        "controller": 1, "prediction": 2, "training": 1, "oracle": 3, "generator": 3
+    }  # fmt: skip
+    assert "training" not in Layout(training=0).counts(4)
 
 
 def test_gpu_placement_by_node_local_rank(monkeypatch):

@@ -80,6 +80,12 @@ class Layout:
         out += [Role.GENERATOR] * (size - len(out))
         return out
 
+    def counts(self, size: int) -> dict[str, int]:
+        """Ranks per kernel on ``size`` ranks, e.g. ``{"controller": 1, ..., "generator": 2}``."""
+        roles = self.roles(size)
+        order = (Role.CONTROLLER, Role.PREDICTION, Role.TRAINING, Role.ORACLE, Role.GENERATOR)
+        return {str(role): roles.count(role) for role in order if role in roles}
+
     def ranks(self, size: int, role: Role) -> list[int]:
         """Ranks with ``role``."""
         return [r for r, x in enumerate(self.roles(size)) if x is role]
