@@ -1,7 +1,8 @@
 """The examples: scripts parse, sbatch files are valid bash, and each example runs (--quick).
 
 The fastest example runs in the default suite; the others, and ``run_all.sh``, are
-marked ``slow`` (CI runs ``examples/run_all.sh`` itself).
+marked ``slow``. Together they run what ``run_all.sh`` runs, with assertions, so CI runs
+them here and not the script again.
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ def test_drop_in_md_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_python_loop_quick(tmp_path):
-    out = run_example([str(EXAMPLES / "python_loop.py"), "--quick", "--out", "run"], tmp_path)
+@pytest.mark.parametrize("training", [[], ["--continuous"]], ids=["rounds", "continuous"])
+def test_python_loop_quick(tmp_path, training):
+    out = run_example(
+        [str(EXAMPLES / "python_loop.py"), "--quick", *training, "--out", "run"], tmp_path
+    )
     assert "stopped: reached max_labels=8" in out
     assert (tmp_path / "run" / "labels.h5").is_file()

@@ -28,12 +28,14 @@ from pal_atoms.workflow.metrics import force_mae
 from pal_atoms.workflow.selection import TrustWindow
 from pal_atoms.workflow.settings import WorkflowSettings
 
-__all__ = ["GeneratorFactory", "MDRunConfig", "md_generators", "run_md"]
+__all__ = ["GeneratorFactory", "MDRunConfig", "ReportHook", "md_generators", "run_md"]
 
 logger = logging.getLogger(__name__)
 
 #: ``make_generators(config, frames) -> generators`` of a run subcommand.
 GeneratorFactory = Callable[[Any, list[Atoms]], list[Any]]
+#: ``add_to_report(summary, oracle)``: a run subcommand's own results for ``summary.json``.
+ReportHook = Callable[[Summary, Any], None]
 
 
 def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
@@ -52,7 +54,7 @@ def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
     )
 
 
-def _prepare(config: MDRunConfig) -> None:
+def _prepare(config: MDRunConfig, oracle: Any) -> None:
     """Run folder, resolved config, held-out test set, bootstrap labels and first committee.
 
     Runs once (on rank 0 under MPI); everything it makes is in the run folder afterwards.
@@ -62,7 +64,6 @@ def _prepare(config: MDRunConfig) -> None:
     from pal_atoms.oracles import label
 
     prepare_run_dir(config)
-    oracle = build_oracle(config)
     frames = load_frames(config, oracle)
     out = config.out
     (out / "config.json").write_text(config.to_json() + "\n")
@@ -152,12 +153,11 @@ def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
 
 
 def _loop(
-    config: MDRunConfig, comm: Any | None, make_generators: GeneratorFactory
+    config: MDRunConfig, comm: Any | None, make_generators: GeneratorFactory, oracle: Any
 ) -> tuple[ActiveLearning, list[Atoms]]:
     """The active-learning loop over the prepared run folder (same on every rank)."""
     from pal_atoms.calculators import CommitteeTrainer, StreamingTrainer
 
-    oracle = build_oracle(config)
     frames = load_frames(config, oracle)
     test_set = list(ase.io.read(config.out / "test_set.extxyz", ":"))
     committee = _committee(config, frames)
@@ -206,7 +206,7 @@ def run_md(
     comm: Any | None = None,
     *,
     make_generators: GeneratorFactory | None = None,
-    add_to_report: Callable[[Summary], None] | None = None,
+    add_to_report: ReportHook | None = None,
 ) -> Summary | None:
     """Run the whole job; return the summary (also in ``summary.json``).
 
@@ -217,8 +217,9 @@ def run_md(
         make_generators: Builds the generators from the configuration and the checked
             starting frames (default :func:`md_generators`; ``pal-atoms ts`` passes
             saddle-point searches).
-        add_to_report: Called on rank 0 with the summary before ``summary.json`` is
-            written, to add the job's own results to ``summary.report``.
+        add_to_report: Called on rank 0 with the summary and the run's oracle before
+            ``summary.json`` is written, to add the job's own results to
+            ``summary.report``.
 
     Returns:
         The run's summary; ``None`` on MPI ranks other than 0.
@@ -229,21 +230,22 @@ def run_md(
         make_ase_rank_local()  # before any ASE call: rank 0 prepares alone
         config.layout().check(comm.Get_size())
     lock = RunLock(config.out)  # rank 0 is the one writer of the run folder, for the run
+    oracle = build_oracle(config)  # one per process, for every step of the job
     try:
-        _prepare_once(config, comm, lock)
-        return _run_and_report(config, comm, make_generators, add_to_report)
+        _prepare_once(config, comm, lock, oracle)
+        return _run_and_report(config, comm, oracle, make_generators, add_to_report)
     finally:
         lock.release()
 
 
-def _prepare_once(config: MDRunConfig, comm: Any | None, lock: RunLock) -> None:
+def _prepare_once(config: MDRunConfig, comm: Any | None, lock: RunLock, oracle: Any) -> None:
     """Rank 0 takes the run folder's lock and prepares it; every rank sees the same error."""
     error: str | None = None
     if comm is None or comm.Get_rank() == 0:
         try:
             check_run_dir(config)  # before the lock creates the folder
             lock.acquire()
-            _prepare(config)
+            _prepare(config, oracle)
         except InputError as exc:
             if comm is None:
                 raise
@@ -262,11 +264,12 @@ def _prepare_once(config: MDRunConfig, comm: Any | None, lock: RunLock) -> None:
 def _run_and_report(
     config: MDRunConfig,
     comm: Any | None,
+    oracle: Any,
     make_generators: GeneratorFactory | None,
-    add_to_report: Callable[[Summary], None] | None,
+    add_to_report: ReportHook | None,
 ) -> Summary | None:
     """The loop on every rank, then (rank 0) the final committee's report."""
-    loop, test_set = _loop(config, comm, make_generators or md_generators)
+    loop, test_set = _loop(config, comm, make_generators or md_generators, oracle)
     summary = loop.run()
     if comm is not None and comm.Get_rank() != 0:
         return None
@@ -286,7 +289,7 @@ def _run_and_report(
     if config.final_check_ps > 0:
         report["final_check"] = _final_check(config, committee, test_set)
     if add_to_report is not None:
-        add_to_report(summary)
+        add_to_report(summary, oracle)
     (config.out / "summary.json").write_text(
         json.dumps(summary.as_dict(), indent=2, default=float) + "\n"
     )

@@ -23,7 +23,7 @@ from ase import Atoms
 
 from pal_atoms.core.errors import ConfigError, InputError
 from pal_atoms.jobs.md import MDRunConfig, run_md
-from pal_atoms.jobs.setup import build_oracle, load_frames
+from pal_atoms.jobs.setup import load_frames
 from pal_atoms.workflow import Summary
 
 __all__ = ["TSRunConfig", "check_pairs", "run_ts", "ts_generators"]
@@ -132,13 +132,12 @@ def check_pairs(config: TSRunConfig, frames: list[Atoms]) -> None:
             )
 
 
-def _saddles(config: TSRunConfig) -> list[Atoms]:
+def _saddles(config: TSRunConfig, oracle: Any) -> list[Atoms]:
     """Saddle geometries of the finished searches, from the saved generator states."""
     path = config.out / "generators.json"
     if not path.is_file():
         return []
     states = json.loads(path.read_text())
-    oracle = build_oracle(config)
     frames = load_frames(config, oracle)
     out = []
     for gid, state in sorted(states.items(), key=lambda kv: int(kv[0])):
@@ -172,13 +171,12 @@ def _oracle_energy(atoms: Atoms, oracle: Any) -> float:
     return float(work.get_potential_energy())
 
 
-def _check_saddles(config: TSRunConfig, saddles: list[Atoms]) -> list[dict[str, Any]]:
+def _check_saddles(config: TSRunConfig, saddles: list[Atoms], oracle: Any) -> list[dict[str, Any]]:
     """Oracle and committee energy and largest force at every saddle; write the file."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from pal_atoms.calculators import CommitteeCalculator
 
-    oracle = build_oracle(config)
     committee = CommitteeCalculator.load(config.out / "committee", device=config.device)
     rows = []
     frames_out = []
@@ -222,8 +220,8 @@ def run_ts(config: TSRunConfig, comm: Any | None = None) -> Summary | None:
     def make(cfg: Any, frames: list[Atoms]) -> list[Any]:
         return ts_generators(cfg, frames)
 
-    def add_saddles(summary: Summary) -> None:
-        rows = _check_saddles(config, _saddles(config))
+    def add_saddles(summary: Summary, oracle: Any) -> None:
+        rows = _check_saddles(config, _saddles(config, oracle), oracle)
         summary.report["saddles"] = rows
         logger.info(
             "%d converged saddle(s) checked against the oracle; largest oracle force %s eV/Å",

@@ -22,7 +22,7 @@ def _bi4(shift: float = 0.0) -> Atoms:
 
 
 SHORT = [
-    "--np", "1", "--max-labels", "4", "--time-limit", "60", "--train-steps", "6",
+    "--np", "1", "--max-labels", "4", "--time-limit", "180", "--train-steps", "6",
     "--committee", "2", "--bootstrap-per-frame", "2", "--test-per-frame", "1",
     "--retrain-size", "2", "--max-iterations", "15", "--lower", "0.0", "--upper", "100",
     "--patience", "20",
