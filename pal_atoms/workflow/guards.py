@@ -55,7 +55,7 @@ class GuardedGenerator:
         client: Its :class:`~pal_atoms.core.protocols.PredictionClient`.
 
     Attributes:
-        steps: Steps taken (events other than ``FINISHED``).
+        steps: Steps taken (every event the generator yielded, the last one included).
         restarts: Restarts after a recoverable error.
         finished: Whether the generator is done.
     """
@@ -94,10 +94,10 @@ class GuardedGenerator:
             self._iter = self.generator.irun(self.client)
             self.restarts += 1
             return StepOutcome.RESTARTED
+        self.steps += 1  # a step that ends the generator (n_steps reached) is a step too
         if getattr(event, "action", None) is Action.FINISHED:
             self.finished = True
             return StepOutcome.FINISHED
-        self.steps += 1
         return StepOutcome.STEPPED
 
 

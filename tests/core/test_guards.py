@@ -33,7 +33,7 @@ class Scripted:
             yield GeneratorEvent(generator_id=5, step=0, verdict=None, action=action)
 
 
-def test_a_fault_restarts_and_finished_is_not_a_step():
+def test_a_fault_restarts_and_the_finishing_step_counts_once():
     gen = Scripted(["ok", "fault", "ok", "finish", "ok"])
     guard = GuardedGenerator(gen, client=None)
     outcomes = [guard.step() for _ in range(5)]
@@ -44,7 +44,8 @@ def test_a_fault_restarts_and_finished_is_not_a_step():
         StepOutcome.FINISHED,
         StepOutcome.FINISHED,
     ]
-    assert (guard.steps, guard.restarts, gen.restored, guard.finished) == (2, 1, 1, True)
+    # The step that ends the generator (MD's n_steps-th) was taken; nothing after it was.
+    assert (guard.steps, guard.restarts, gen.restored, guard.finished) == (3, 1, 1, True)
 
 
 def test_a_bug_propagates():
