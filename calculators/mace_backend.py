@@ -59,30 +59,42 @@ def _vmappable_mace() -> Iterator[None]:
         blocks.scatter_sum = original
 
 
-def _build_mace(n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
+def mace_module_kwargs(n_species: int, hyper: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments of ``mace.modules.MACE`` for pal-atoms' MACE members.
+
+    The one place that says which MACE a member is: the backend builds its networks from
+    it and :mod:`pal_atoms.jobs.export` rebuilds them as mace's own ``ScaleShiftMACE``.
+    Node types are ``0..n_species-1`` and the E0s zero (pal-atoms keeps them outside).
+    """
     import_mace()
     from e3nn import o3
     from mace import modules
 
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    return modules.MACE(
-        r_max=float(hyper["r_max"]),
-        num_bessel=int(hyper["num_bessel"]),
-        num_polynomial_cutoff=int(hyper["num_polynomial_cutoff"]),
-        max_ell=int(hyper["max_ell"]),
-        interaction_cls=block,
-        interaction_cls_first=block,
-        num_interactions=int(hyper["num_interactions"]),
-        num_elements=n_species,
-        hidden_irreps=o3.Irreps(str(hyper["hidden_irreps"])),
-        MLP_irreps=o3.Irreps(str(hyper["mlp_irreps"])),
-        atomic_energies=np.zeros(n_species),
-        avg_num_neighbors=float(hyper["avg_num_neighbors"]),
-        atomic_numbers=list(range(n_species)),
-        correlation=int(hyper["correlation"]),
-        gate=torch.nn.functional.silu,
-        radial_MLP=[int(x) for x in hyper["radial_mlp"]],
-    )
+    return {
+        "r_max": float(hyper["r_max"]),
+        "num_bessel": int(hyper["num_bessel"]),
+        "num_polynomial_cutoff": int(hyper["num_polynomial_cutoff"]),
+        "max_ell": int(hyper["max_ell"]),
+        "interaction_cls": block,
+        "interaction_cls_first": block,
+        "num_interactions": int(hyper["num_interactions"]),
+        "num_elements": n_species,
+        "hidden_irreps": o3.Irreps(str(hyper["hidden_irreps"])),
+        "MLP_irreps": o3.Irreps(str(hyper["mlp_irreps"])),
+        "atomic_energies": np.zeros(n_species),
+        "avg_num_neighbors": float(hyper["avg_num_neighbors"]),
+        "atomic_numbers": list(range(n_species)),
+        "correlation": int(hyper["correlation"]),
+        "gate": torch.nn.functional.silu,
+        "radial_MLP": [int(x) for x in hyper["radial_mlp"]],
+    }
+
+
+def _build_mace(n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
+    from mace import modules
+
+    return modules.MACE(**mace_module_kwargs(n_species, hyper))
 
 
 class _MaceBackbone(torch.nn.Module):

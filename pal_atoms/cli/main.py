@@ -106,6 +106,33 @@ def _add_exchange(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.set_defaults(func=_cmd_import)
 
 
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    from pal_atoms.jobs.export import export_mace
+
+    for path in export_mace(args.committee, args.out, charge=args.charge, dtype=args.dtype):
+        print(path)
+    return EXIT_OK
+
+
+def _add_export_model(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "export-model",
+        parents=[common],
+        help="write each committee member as a mace model file",
+        description="Write member_<m>.model files that mace.calculators.MACECalculator("
+        "model_paths=...) loads (MACE committees only; one total charge per export). They "
+        "are pickled modules: torch >= 2.6 loads them only with "
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which importing mace.calculators sets (set it "
+        "yourself if mace.calculators was imported earlier in a process that also runs "
+        "pal-atoms, which removes it). Load only files you trust.",
+    )
+    p.add_argument("committee", help="committee directory (committee.json, weights.pt)")
+    p.add_argument("out", help="folder for the model files (created if needed)")
+    p.add_argument("--charge", type=int, default=None, help="total charge to export")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.set_defaults(func=_cmd_export_model)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pal-atoms`` argument parser with all subcommands."""
     common = _common()
@@ -118,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_exchange(sub, common)
+    _add_export_model(sub, common)
     import pal_atoms.cli.run as cli_run
 
     cli_run.add_subcommands(sub, common)
