@@ -68,7 +68,7 @@ def test_the_one_node_sbatch_example_stores_labels_and_a_committee(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [
-            "sbatch", "--wait", "--gres=none", "--ntasks-per-node=9",
+            "sbatch", "--wait", "--ntasks-per-node=9",
             "-o", str(tmp_path / "job.out"),
             "--export=ALL,PAL_MAX_LABELS=6,PAL_TIME_LIMIT=120,"
             f"OUT={out},PY={PY},OMP_NUM_THREADS=1",
