@@ -92,9 +92,10 @@ def mace_module_kwargs(n_species: int, hyper: Mapping[str, Any]) -> dict[str, An
 
 
 def _build_mace(n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
+    kwargs = mace_module_kwargs(n_species, hyper)  # imports mace through the compat shim
     from mace import modules
 
-    return modules.MACE(**mace_module_kwargs(n_species, hyper))
+    return modules.MACE(**kwargs)
 
 
 class _MaceBackbone(torch.nn.Module):

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,6 +37,23 @@ def _allow_slice_in_weights_only_load() -> None:
         add([slice])
 
 
+@contextlib.contextmanager
+def keep_torch_load_safe() -> Iterator[None]:
+    """Undo a ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` that mace sets inside the block.
+
+    mace's modules set it when they are imported (some lazily, while a model is built);
+    the caller's environment is restored on the way out.
+    """
+    before = os.environ.get(_FORCE_VAR)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_FORCE_VAR, None)
+        else:
+            os.environ[_FORCE_VAR] = before
+
+
 def import_mace() -> ModuleType:
     """Import ``mace`` (with e3nn) without leaking its process-wide side effects.
 
@@ -52,20 +70,15 @@ def import_mace() -> ModuleType:
     # e3nn loads its constants at import; import it before mace sets the variable, so that
     # load runs with weights_only=True too.
     importlib.import_module("e3nn.o3")
-    before = os.environ.get(_FORCE_VAR)
     captured = io.StringIO()
     try:
         # mace prints a notice about the optional cuequivariance package at import; every
         # MPI rank would repeat it. Keep everything else it prints.
-        with contextlib.redirect_stdout(captured):
+        with keep_torch_load_safe(), contextlib.redirect_stdout(captured):
             mace = importlib.import_module("mace")
             for sub in ("mace.modules", "mace.data", "mace.tools", "mace.tools.scatter"):
                 importlib.import_module(sub)
     finally:
-        if before is None:
-            os.environ.pop(_FORCE_VAR, None)
-        else:
-            os.environ[_FORCE_VAR] = before
         for line in captured.getvalue().splitlines(keepends=True):
             if _NOTICE in line:
                 logger.debug("mace: %s", line.strip())

@@ -51,11 +51,11 @@ def _build(
     hyper: dict[str, Any], numbers: list[int], e0: np.ndarray, scale: float, shift: float
 ) -> torch.nn.Module:
     """A ``ScaleShiftMACE`` with the hyperparameters of pal-atoms' MACE backend."""
-    from mace import modules
-
     from pal_atoms.calculators.mace_backend import mace_module_kwargs
 
-    kwargs = mace_module_kwargs(len(numbers), hyper)
+    kwargs = mace_module_kwargs(len(numbers), hyper)  # imports mace through the compat shim
+    from mace import modules
+
     kwargs.update(atomic_energies=e0, atomic_numbers=numbers)
     module: torch.nn.Module = modules.ScaleShiftMACE(
         atomic_inter_scale=scale, atomic_inter_shift=shift, **kwargs
@@ -149,7 +149,7 @@ def export_mace(
     """
     from pal_atoms.calculators import CommitteeCalculator
     from pal_atoms.calculators.committee import resolve_dtype
-    from pal_atoms.core.compat import import_mace
+    from pal_atoms.core.compat import import_mace, keep_torch_load_safe
 
     path = Path(committee_dir)
     if not path.is_dir():
@@ -182,7 +182,8 @@ def export_mace(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for m in range(committee.n_members):
-        module = _member_module(committee, m, idx, torch_dtype)
+        with keep_torch_load_safe():  # building mace modules may import more of mace
+            module = _member_module(committee, m, idx, torch_dtype)
         target = out / f"member_{m}.model"
         torch.save(module, target)
         written.append(target)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
+from ase.calculators.calculator import Calculator
 from pal_atoms.calculators import CommitteeCalculator
 
 from pal_atoms.cli import main as cli_main
@@ -74,6 +75,11 @@ def test_exported_member_matches(committees, tmp_path, monkeypatch, name, atoms,
     # MACECalculator unpickles a whole module with a plain torch.load (torch >= 2.6: only
     # with this variable; pal-atoms' mace import removes the one mace sets).
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    # MACECalculator extends ASE's *base class* list of implemented_properties in place
+    # (a mace side effect); keep it from leaking into every later test.
+    monkeypatch.setattr(
+        Calculator, "implemented_properties", list(Calculator.implemented_properties)
+    )
     from mace.calculators import MACECalculator
 
     for m, path in enumerate(paths):
