@@ -1,4 +1,7 @@
-"""Oracles: reference methods (xTB, PySCF, Turbomole, any ASE calculator) with failure semantics.
+"""Oracles: reference methods (xTB, PySCF, Turbomole, any ASE calculator) with failures.
+
+PySCF labels ground states (:class:`PySCF`) and TDA/TDDFT excited states
+(:class:`PySCFExcited`).
 
 Each oracle is an ASE calculator (``atoms.calc = XTB()``) that also reports a ``name``,
 a ``method`` and a JSON ``settings`` dict (hashed into each label's provenance), checks a
@@ -16,6 +19,7 @@ from __future__ import annotations
 from pal_atoms.oracles.base import Oracle, SCFNotConverged
 from pal_atoms.oracles.labelling import Outcome, RetryPolicy, label, run_attempt
 from pal_atoms.oracles.pyscf_dft import PySCF, PySCFSettings, gpu_available
+from pal_atoms.oracles.pyscf_excited import PySCFExcited, PySCFExcitedSettings
 from pal_atoms.oracles.registry import ORACLES, make_oracle
 from pal_atoms.oracles.turbomole import Turbomole, TurbomoleSettings
 from pal_atoms.oracles.worker import OracleWorker, shared_worker
@@ -29,6 +33,8 @@ __all__ = [
     "OracleWorker",
     "Outcome",
     "PySCF",
+    "PySCFExcited",
+    "PySCFExcitedSettings",
     "PySCFSettings",
     "RetryPolicy",
     "SCFNotConverged",

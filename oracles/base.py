@@ -243,6 +243,15 @@ class Oracle(Calculator):
         want_stress = bool(work.pbc.any()) and "stress" in self.implemented_properties
         results = self._compute(work, want_stress=want_stress)
         self.results = _validated(results, len(work), self.name)
+        # Further declared results (e.g. per-state energies and forces) pass through,
+        # checked for finiteness like energy and forces.
+        for key in self.implemented_properties:
+            if key in self.results or results.get(key) is None:
+                continue
+            value = np.asarray(results[key], dtype=float)
+            if not np.all(np.isfinite(value)):
+                raise OracleError(f"oracle {self.name!r} returned a non-finite {key}")
+            self.results[key] = value
 
     def _compute(self, atoms: Atoms, *, want_stress: bool) -> dict[str, Any]:
         """Run the program on a checked structure; return energy, forces (and stress)."""

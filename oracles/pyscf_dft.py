@@ -341,6 +341,10 @@ class PySCF(Oracle):
         return mf
 
     def _compute(self, atoms: Atoms, *, want_stress: bool) -> dict[str, Any]:
+        return self._ground_state(atoms)[1]
+
+    def _ground_state(self, atoms: Atoms) -> tuple[Any, dict[str, Any]]:
+        """Converged SCF object and its energy and forces (eV, eV/Å)."""
         cfg = self.config
         charge, multiplicity = self.charge_and_multiplicity(atoms)
         mol = self._molecule(atoms, charge, multiplicity)
@@ -374,7 +378,7 @@ class PySCF(Oracle):
         gradient = mf.nuc_grad_method().kernel()
         gradient = gradient.get() if hasattr(gradient, "get") else gradient  # cupy -> numpy
         energy_eV = report.energy_Eh * Hartree
-        return {
+        return mf, {
             "energy": energy_eV,  # the free energy when smeared: the forces are its gradient
             "free_energy": energy_eV,
             "forces": -np.asarray(gradient, dtype=float) * Hartree / Bohr,

@@ -6,6 +6,7 @@ from typing import Any
 
 from pal_atoms.oracles.base import Oracle
 from pal_atoms.oracles.pyscf_dft import PySCF
+from pal_atoms.oracles.pyscf_excited import PySCFExcited
 from pal_atoms.oracles.turbomole import Turbomole
 from pal_atoms.oracles.xtb import XTB, XTBPython
 
@@ -18,6 +19,7 @@ ORACLES: dict[str, type[Oracle]] = {
     XTB.name: XTB,
     XTBPython.name: XTBPython,
     PySCF.name: PySCF,
+    PySCFExcited.name: PySCFExcited,
     Turbomole.name: Turbomole,
 }
 
@@ -26,7 +28,8 @@ def make_oracle(name: str, **settings: Any) -> Oracle:
     """Build an oracle by name.
 
     Args:
-        name: ``"xtb"`` (tblite), ``"xtb-python"``, ``"pyscf"`` or ``"turbomole"``.
+        name: ``"xtb"`` (tblite), ``"xtb-python"``, ``"pyscf"``, ``"pyscf-excited"``
+            (TDA/TDDFT states) or ``"turbomole"``.
         **settings: Fields of that oracle's settings dataclass; ``oracle.settings`` of an
             existing oracle (or ``label.settings``) rebuilds an equivalent one.
 

@@ -88,7 +88,7 @@ def _md(out: Path, *extra: str) -> list[str]:
         str(BIN / "pal-atoms"), "md", "--system", str(ROOT / "examples" / "bi_cluster.xyz"),
         "--out", str(out), "--committee", "2", "--bootstrap-per-frame", "2",
         "--test-per-frame", "1", "--final-check-ps", "0", "--training-ranks", "1",
-        "--steps", "100000", *extra,
+        "--steps", "100000", "--generator-rate-hz", "1000", "--steps-per-label", "1", *extra,
     ]  # fmt: skip
 
 

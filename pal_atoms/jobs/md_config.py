@@ -13,8 +13,9 @@ from pal_atoms.oracles.registry import ORACLES as ORACLE_REGISTRY
 
 __all__ = ["MODELS", "ORACLES", "TRAINING", "MDRunConfig"]
 
-#: ``--oracle`` names: the oracle registry's.
-ORACLES = tuple(ORACLE_REGISTRY)
+#: ``--oracle`` names: the oracle registry's, less the excited-state oracle, whose
+#: per-state labels the md job does not use yet (it would compute and drop them).
+ORACLES = tuple(name for name in ORACLE_REGISTRY if name != "pyscf-excited")
 #: ``--model`` names: the built-in backends (their registry imports torch, so the names
 #: are listed here; a test holds them equal).
 MODELS = ("mace", "schnet")

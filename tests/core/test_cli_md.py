@@ -152,6 +152,14 @@ def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
         "100",
         "--patience",
         "50",
+        # Short: a 0.2 ps check, no pacing of generators or labels (the defaults pace
+        # them for a long run on a small machine).
+        "--final-check-ps",
+        "0.2",
+        "--generator-rate-hz",
+        "1000",
+        "--steps-per-label",
+        "1",
     ]
     assert main(argv) == 0
     assert "held-out force MAE" in capsys.readouterr().out

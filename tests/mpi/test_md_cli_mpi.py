@@ -59,6 +59,10 @@ def test_md_starts_its_own_mpi_ranks_by_default(tmp_path):
         "300",
         "--training",
         "rounds",
+        "--final-check-ps",
+        "0.2",
+        "--generator-rate-hz",
+        "1000",
     ]
     proc = subprocess.run(
         [*CLI, *argv], capture_output=True, text=True, timeout=500, env=job_env(), check=False
