@@ -17,6 +17,20 @@ Definitions (M members, member results ``x_m``, mean ``x̄ = (1/M) Σ_m x_m``):
 * ``stress_std`` (eV/Å³, ``(6,)``): ``numpy.std(stress_comm, axis=0)``.
 * ``energy_comm`` ``(M,)``, ``forces_comm`` ``(M, n_atoms, 3)``, ``stress_comm`` ``(M, 6)``:
   every member's own result.
+
+A committee of several electronic states (``n_states = S > 1``) adds, per state s:
+
+* ``state_energies`` (eV, ``(S,)``) and ``state_forces`` (eV/Å, ``(S, n_atoms, 3)``):
+  committee means; ``gaps`` (eV, ``(S - 1,)``): ``E_{s+1} - E_s`` of the means.
+* ``state_energies_std`` ``(S,)`` and ``state_forces_std`` ``(S, n_atoms)`` (calibrated),
+  defined per state as above; ``state_energies_comm`` ``(M, S)``, ``state_forces_comm``
+  ``(M, S, n_atoms, 3)``.
+* ``energy``/``forces``/``energy_std``/``energy_comm``/``forces_comm`` are those of the
+  *active* state (:attr:`CommitteeCalculator.active_state`, or ``atoms.info["state"]``),
+  so an unmodified ASE script runs MD on that state; ``forces_std`` is the maximum over
+  states per atom and ``max_force_std`` the maximum over states and atoms, because a
+  trajectory can hop to any state. (The per-state keys are not called ``energies``:
+  ASE's ``energies`` are per-atom energies.)
 """
 
 from __future__ import annotations
@@ -36,11 +50,22 @@ from .graph import SpeciesTable, build_graph, total_charge
 from .model import CommitteeModel
 from .registry import get_backend
 
-__all__ = ["CommitteeCalculator", "resolve_device", "resolve_dtype"]
+__all__ = ["STATE_PROPERTIES", "CommitteeCalculator", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Results of a committee of several states only (module docstring).
+STATE_PROPERTIES = (
+    "state_energies",
+    "state_forces",
+    "gaps",
+    "state_energies_std",
+    "state_forces_std",
+    "state_energies_comm",
+    "state_forces_comm",
+)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -97,6 +122,7 @@ class CommitteeCalculator(Calculator):
         "energy_std", "forces_std", "max_force_std", "stress_std",
         "forces_std_raw", "max_force_std_raw",
         "energy_comm", "forces_comm", "stress_comm",
+        *STATE_PROPERTIES,
     ]  # fmt: skip
 
     def __init__(
@@ -106,9 +132,11 @@ class CommitteeCalculator(Calculator):
         *,
         device: torch.device,
         metadata: dict[str, Any] | None = None,
+        active_state: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._active_state = 0
         self.model = model.to(device)
         self.species = species
         self.device = device
@@ -116,6 +144,8 @@ class CommitteeCalculator(Calculator):
         self.metadata.setdefault("history", [])
         self.metadata.setdefault("e0_fitted", False)
         self._charge: int | None = None
+        self._state: int | None = None
+        self.active_state = active_state
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -131,6 +161,7 @@ class CommitteeCalculator(Calculator):
         seed: int = 0,
         device: str | torch.device | None = None,
         dtype: str = "float32",
+        n_states: int = 1,
         **hyperparameters: Any,
     ) -> CommitteeCalculator:
         """Build an untrained committee.
@@ -146,6 +177,7 @@ class CommitteeCalculator(Calculator):
             seed: Seed of the initial weights (member m uses ``seed + m``).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None`` picks CUDA when available.
             dtype: ``"float32"`` or ``"float64"``.
+            n_states: Electronic states predicted (S0..S(n-1)); 1 for ground-state work.
             **hyperparameters: Backend hyperparameters overriding its defaults.
 
         Raises:
@@ -167,9 +199,9 @@ class CommitteeCalculator(Calculator):
         hyper = impl.hyperparameters(hyperparameters)
         torch_dtype = resolve_dtype(dtype)
         dev = resolve_device(device)
-        model = CommitteeModel(impl, len(species), hyper, n_members, mode=mode, seed=seed).to(
-            torch_dtype
-        )
+        model = CommitteeModel(
+            impl, len(species), hyper, n_members, mode=mode, seed=seed, n_states=n_states
+        ).to(torch_dtype)
         meta = {"seed": seed}
         return cls(model, species, device=dev, metadata=meta)
 
@@ -193,6 +225,35 @@ class CommitteeCalculator(Calculator):
     def n_members(self) -> int:
         """Committee size."""
         return self.model.n_members
+
+    @property
+    def n_states(self) -> int:
+        """Electronic states predicted per structure."""
+        return self.model.n_states
+
+    @property
+    def active_state(self) -> int:
+        """State whose energy and forces are ``energy``/``forces`` (0: ground state).
+
+        ``atoms.info["state"]``, where set, overrides it for that structure.
+        """
+        return self._active_state
+
+    @active_state.setter
+    def active_state(self, state: int) -> None:
+        self._active_state = self._check_state_index(state)
+        self.reset()
+
+    def _check_state_index(self, state: Any) -> int:
+        if isinstance(state, bool) or not isinstance(state, (int, np.integer)):
+            raise ValueError(f"state must be an integer, got {state!r}")
+        if not 0 <= int(state) < self.n_states:
+            raise ValueError(f"state {state} out of range: this committee has {self.n_states}")
+        return int(state)
+
+    def _state_of(self, atoms: Atoms) -> int:
+        state = atoms.info.get("state")
+        return self._active_state if state is None else self._check_state_index(state)
 
     @property
     def cutoff(self) -> float:
@@ -296,6 +357,8 @@ class CommitteeCalculator(Calculator):
         changes = super().check_state(atoms, tol)
         if self.atoms is not None and total_charge(atoms) != self._charge:
             changes.append("initial_charges")
+        if self.atoms is not None and self._state_of(atoms) != self._state:
+            changes.append("state")
         return changes
 
     def calculate(
@@ -308,6 +371,7 @@ class CommitteeCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         assert self.atoms is not None
         self._charge = total_charge(self.atoms)
+        self._state = self._state_of(self.atoms)
         self.results = self.predict_batch([self.atoms])[0]
 
     def predict_batch(self, structures: Sequence[Atoms]) -> list[dict[str, Any]]:
@@ -323,7 +387,11 @@ class CommitteeCalculator(Calculator):
         Raises:
             StructureError: (a ``ValueError``) empty structure, NaN/inf positions, an
                 element or total charge the committee was not built for.
+            ValueError: a state index out of range, or a periodic structure given to a
+                committee of several states.
         """
+        if self.n_states > 1:
+            return self._predict_states(structures)
         periodic = any(a.pbc.any() for a in structures)
         graph = build_graph(
             structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
@@ -362,4 +430,54 @@ class CommitteeCalculator(Calculator):
                     stress=s_comm.mean(axis=0), stress_std=s_comm.std(axis=0), stress_comm=s_comm
                 )
             results.append(res)
+        return results
+
+    def _predict_states(self, structures: Sequence[Atoms]) -> list[dict[str, Any]]:
+        """:meth:`predict_batch` of a committee of several states (module docstring)."""
+        states = [self._state_of(a) for a in structures]
+        if any(a.pbc.any() for a in structures):
+            raise ValueError("a committee of several states takes molecules (no periodic cell)")
+        graph = build_graph(
+            structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
+        )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(graph, forces=True)
+        finally:
+            self.model.train(was_training)
+        e0 = self.model.e0_sum(graph)[None, :, None]
+        energy = (out["energy"].detach().double() + e0).cpu().numpy()  # [M, G, S]
+        forces = out["forces"].detach().double().cpu().numpy()  # [M, N, S, 3]
+        bounds = np.concatenate([[0], np.cumsum(graph.n_atoms.cpu().numpy())])
+        scale = self.force_std_scale
+        results = []
+        for g, active in enumerate(states):
+            e_comm = energy[:, g]  # [M, S]
+            f_comm = forces[:, bounds[g] : bounds[g + 1]].transpose(0, 2, 1, 3)  # [M, S, n, 3]
+            f_std = np.linalg.norm(f_comm.std(axis=0), axis=-1)  # [S, n]
+            e_mean = e_comm.mean(axis=0)
+            f_mean = f_comm.mean(axis=0)
+            worst = f_std.max(axis=0)
+            results.append(
+                {
+                    "energy": float(e_mean[active]),
+                    "free_energy": float(e_mean[active]),
+                    "forces": f_mean[active].copy(),
+                    "energy_std": float(e_comm[:, active].std()),
+                    "forces_std": scale * worst,
+                    "max_force_std": scale * float(worst.max()),
+                    "forces_std_raw": worst,
+                    "max_force_std_raw": float(worst.max()),
+                    "energy_comm": e_comm[:, active].copy(),
+                    "forces_comm": f_comm[:, active].copy(),
+                    "state_energies": e_mean,
+                    "state_forces": f_mean,
+                    "gaps": np.diff(e_mean),
+                    "state_energies_std": e_comm.std(axis=0),
+                    "state_forces_std": scale * f_std,
+                    "state_energies_comm": e_comm.copy(),
+                    "state_forces_comm": f_comm.copy(),
+                }
+            )
         return results

@@ -2,7 +2,8 @@
 
 Layout of a committee directory::
 
-    committee.json   format version, pal-atoms version, backend, mode, n_members, dtype,
+    committee.json   format version, pal-atoms version, backend, mode, n_members,
+                     n_states (absent before 0.x: 1), dtype,
                      species [(Z, charge), ...], hyperparameters, E0s (eV), scale, shift,
                      training history
     weights.pt       the model's state dict (tensors only; loaded with weights_only=True)
@@ -52,6 +53,7 @@ def save_committee(committee: CommitteeCalculator, directory: str | Path) -> Pat
         "backend": model.backend.name,
         "mode": model.mode,
         "n_members": model.n_members,
+        "n_states": model.n_states,
         "dtype": str(committee.dtype).removeprefix("torch."),
         "species": [list(p) for p in committee.species.pairs],
         "cutoff_A": committee.cutoff,
@@ -103,6 +105,7 @@ def load_committee(
             int(meta["n_members"]),
             mode=meta["mode"],
             seed=int(meta.get("seed", 0)),
+            n_states=int(meta.get("n_states", 1)),
         )
         model.to(getattr(torch, meta["dtype"]))
         model.load_state_dict(torch_load(path / _WEIGHTS))

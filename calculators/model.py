@@ -11,6 +11,11 @@ pass on the sum of all member energies yields every member's forces and stress.
 * ``"shared"``: one backbone with N readout heads (the cheap mode). The backbone runs once
   on N disjoint replicas of the graph (one batched pass) and head m reads replica m; at
   inference the N heads run as one ``vmap`` over their stacked weights.
+
+Several electronic states (``n_states > 1``): each member's head is one backend readout
+per state on the member's backbone (:class:`StateHeads`), so a member predicts S energies
+per structure; the forces of state s are minus the gradient of energy s (one backward
+pass per state). With one state (the default) the model is exactly the one-state model.
 """
 
 from __future__ import annotations
@@ -24,12 +29,24 @@ import torch
 from .backend import BackboneInput, Backend
 from .graph import Graph
 
-__all__ = ["MODES", "CommitteeModel"]
+__all__ = ["MODES", "CommitteeModel", "StateHeads"]
 
 logger = logging.getLogger(__name__)
 
 #: Committee modes: independent members, or N heads on one shared backbone.
 MODES = ("full", "shared")
+
+
+class StateHeads(torch.nn.Module):
+    """One backend readout per electronic state: features in, ``[n_nodes, n_states]`` out."""
+
+    def __init__(self, heads: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.states = torch.nn.ModuleList(heads)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Per-node energies of every state. Shape: ``[n_nodes, n_states]``."""
+        return torch.stack([head(features) for head in self.states], dim=-1)
 
 
 class CommitteeModel(torch.nn.Module):
@@ -46,6 +63,7 @@ class CommitteeModel(torch.nn.Module):
         n_members: Committee size (>= 1).
         mode: ``"full"`` (independent members) or ``"shared"`` (one backbone, N heads).
         seed: Seed of the initial weights; member ``m`` is built under ``seed + m``.
+        n_states: Electronic states predicted per structure (>= 1).
     """
 
     # Buffers registered in ``__init__`` (declared here so type checkers see tensors, not
@@ -63,8 +81,11 @@ class CommitteeModel(torch.nn.Module):
         *,
         mode: str = "full",
         seed: int = 0,
+        n_states: int = 1,
     ) -> None:
         super().__init__()
+        if n_states < 1:
+            raise ValueError(f"n_states must be >= 1, got {n_states}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if n_members < 1:
@@ -74,13 +95,12 @@ class CommitteeModel(torch.nn.Module):
         self.n_species = n_species
         self.n_members = n_members
         self.mode = mode
+        self.n_states = n_states
         n_backbones = 1 if mode == "shared" else n_members
         self.backbones = torch.nn.ModuleList(
             [self._build(backend.build_backbone, seed + m) for m in range(n_backbones)]
         )
-        self.heads = torch.nn.ModuleList(
-            [self._build(backend.build_head, seed + m) for m in range(n_members)]
-        )
+        self.heads = torch.nn.ModuleList([self._build_head(seed + m) for m in range(n_members)])
         self.register_buffer("e0", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
@@ -101,12 +121,20 @@ class CommitteeModel(torch.nn.Module):
             torch.manual_seed(seed)
             return builder(self.n_species, self.hyper)
 
+    def _build_head(self, seed: int) -> torch.nn.Module:
+        if self.n_states == 1:
+            return self._build(self.backend.build_head, seed)
+        # State s of member m is built under its own seed, so states start apart.
+        return StateHeads(
+            [self._build(self.backend.build_head, seed + 7919 * s) for s in range(self.n_states)]
+        )
+
     def reinitialise(self, members: Sequence[int], seed: int) -> None:
         """Draw fresh weights for ``members`` (and the backbone in shared mode)."""
         device = self.scale.device
         dtype = self.scale.dtype
         for m in members:
-            self.heads[m] = self._build(self.backend.build_head, seed + m).to(device, dtype)
+            self.heads[m] = self._build_head(seed + m).to(device, dtype)
             if self.mode == "full":
                 self.backbones[m] = self._build(self.backend.build_backbone, seed + m).to(
                     device, dtype
@@ -152,8 +180,14 @@ class CommitteeModel(torch.nn.Module):
         Returns:
             ``energy`` in eV, shape ``[n_sel, n_graphs]``; ``forces`` in eV/Å, shape
             ``[n_sel, n_nodes, 3]``; ``stress`` in eV/Å³, shape ``[n_sel, n_graphs, 3, 3]``
-            (ASE sign convention: ``dE/dstrain / volume``).
+            (ASE sign convention: ``dE/dstrain / volume``). With several states, energy
+            ``[n_sel, n_graphs, n_states]`` and forces ``[n_sel, n_nodes, n_states, 3]``.
+
+        Raises:
+            ValueError: stress asked of a model of several states.
         """
+        if stress and self.n_states > 1:
+            raise ValueError("per-state stress is not implemented (states are for molecules)")
         sel = list(range(self.n_members)) if members is None else list(members)
         dtype = self.scale.dtype
         base = graph.positions.detach().to(dtype)
@@ -166,6 +200,7 @@ class CommitteeModel(torch.nn.Module):
         )
         use_vmap = (
             self.mode == "full"
+            and self.n_states == 1
             and self.batched
             and n_sel > 1
             and not create_graph
@@ -181,7 +216,22 @@ class CommitteeModel(torch.nn.Module):
         energy = self._energies(graph, sel, pos0, strain, batched=self.batched and not create_graph)
         out = {"energy": energy}
         leaves = [x for x, want in ((pos0, forces), (strain, stress)) if want]
-        if leaves:
+        if leaves and self.n_states > 1:
+            # One backward pass per state: forces of state s are minus its own gradient.
+            per_state = [
+                torch.autograd.grad(
+                    energy[..., s].sum(),
+                    pos0,
+                    create_graph=create_graph,
+                    retain_graph=create_graph or s < self.n_states - 1,
+                    allow_unused=True,
+                )[0]
+                for s in range(self.n_states)
+            ]
+            out["forces"] = -torch.stack(
+                [g if g is not None else torch.zeros_like(pos0) for g in per_state], dim=-2
+            )
+        elif leaves:
             grads = torch.autograd.grad(
                 energy.sum(), leaves, create_graph=create_graph, allow_unused=True
             )
@@ -255,7 +305,9 @@ class CommitteeModel(torch.nn.Module):
         return self._stack_cache[1], self._stack_cache[2]
 
     def _node_to_graph(self, graph: Graph, node_e: torch.Tensor) -> torch.Tensor:
-        e = torch.zeros(graph.n_graphs, dtype=node_e.dtype, device=node_e.device)
+        """Per-graph energies of node energies ``[n_nodes(, n_states)]``."""
+        shape = (graph.n_graphs, *node_e.shape[1:])
+        e = torch.zeros(shape, dtype=node_e.dtype, device=node_e.device)
         return e.index_add(0, graph.batch, node_e * self.scale + self.shift)
 
     def _energies(
@@ -280,8 +332,9 @@ class CommitteeModel(torch.nn.Module):
                 graph.species.repeat(n_sel), one_hot.repeat(n_sel, 1), vectors, edge_index
             )
             feats = [f.reshape(n_sel, n_nodes, *f.shape[1:]) for f in self.backbones[0](inp)]
-            node_e = self._heads(sel, feats, batched=batched)  # [n_sel, n_nodes]
-            e = torch.zeros((n_sel, graph.n_graphs), dtype=node_e.dtype, device=node_e.device)
+            node_e = self._heads(sel, feats, batched=batched)  # [n_sel, n_nodes(, n_states)]
+            shape = (n_sel, graph.n_graphs, *node_e.shape[2:])
+            e = torch.zeros(shape, dtype=node_e.dtype, device=node_e.device)
             return e.index_add(1, graph.batch, node_e * self.scale + self.shift)
         energies = []
         for c, m in enumerate(sel):

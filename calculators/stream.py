@@ -69,7 +69,7 @@ class Publish:
 @dataclass
 class _Data:
     labels: list[Atoms] = field(default_factory=list)
-    energies: list[float] = field(default_factory=list)
+    energies: list[Any] = field(default_factory=list)  # floats, or (S,) arrays for states
     forces: list[np.ndarray] = field(default_factory=list)
 
 
@@ -145,7 +145,7 @@ class StreamingTrainer:
         labels = list(labels)
         if not labels:
             return
-        energies, forces = label_arrays(labels)
+        energies, forces = label_arrays(labels, self.committee.n_states)
         for k, atoms in enumerate(labels):
             self.committee.species.indices(atoms, what=f"label {k}")
         s = self.settings
@@ -153,7 +153,7 @@ class StreamingTrainer:
             val = is_validation(atoms, s.validation_every)
             target = self.val_set if val else self.train_set
             target.labels.append(atoms)
-            target.energies.append(float(e))
+            target.energies.append(e)
             target.forces.append(f)
             if val:
                 self._val_changed = True

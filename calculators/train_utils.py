@@ -65,19 +65,42 @@ class EMA:
                     p.copy_(v)
 
 
-def label_arrays(structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Energies (eV, shape ``[n]``) and forces (eV/Å, ``[n_atoms_k, 3]`` each) of labels.
+def label_arrays(
+    structures: Sequence[Atoms], n_states: int = 1
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Energies and forces of labels, as the committee's loss takes them.
+
+    Args:
+        structures: Labelled structures (a calculator holding the results).
+        n_states: States the committee predicts. With 1, the label's energy and forces;
+            with more, its first ``n_states`` of ``state_energies``/``state_forces``.
+
+    Returns:
+        Energies in eV, shape ``[n]`` (``[n, n_states]`` with several states), and forces
+        in eV/Å, ``[n_atoms_k, 3]`` each (``[n_atoms_k, n_states, 3]``).
 
     Raises:
-        ValueError: a structure without a calculator, or with non-finite values.
+        ValueError: a structure without a calculator, with non-finite values, or with
+            fewer labelled states than ``n_states``.
     """
     energies, forces = [], []
     for k, atoms in enumerate(structures):
         if atoms.calc is None:
             raise ValueError(f"label {k} has no calculator with energy and forces attached")
-        e = float(atoms.get_potential_energy())
-        f = np.asarray(atoms.get_forces(), dtype=float)
-        if not (np.isfinite(e) and np.all(np.isfinite(f))):
+        if n_states > 1:
+            results = atoms.calc.results
+            have = len(results.get("state_energies", ()))
+            if have < n_states:
+                raise ValueError(
+                    f"label {k} has {have or 1} electronic state(s); the committee predicts "
+                    f"{n_states}"
+                )
+            e: Any = np.asarray(results["state_energies"][:n_states], dtype=float)
+            f = np.asarray(results["state_forces"][:n_states], dtype=float).transpose(1, 0, 2)
+        else:
+            e = float(atoms.get_potential_energy())
+            f = np.asarray(atoms.get_forces(), dtype=float)
+        if not (np.all(np.isfinite(e)) and np.all(np.isfinite(f))):
             raise ValueError(f"label {k} has non-finite energy or forces")
         energies.append(e)
         forces.append(f)
@@ -89,11 +112,15 @@ def fit_e0(counts: np.ndarray, energies: np.ndarray) -> np.ndarray:
 
     Args:
         counts: Atoms of each species per structure. Shape: ``[n_structures, n_species]``.
-        energies: Total energies in eV. Shape: ``[n_structures]``.
+        energies: Total energies in eV. Shape: ``[n_structures]``, or
+            ``[n_structures, n_states]``, of which the ground state (column 0) is fitted.
 
     Returns:
         E0 in eV per species (0 for species absent from the data). Shape: ``[n_species]``.
     """
+    energies = np.asarray(energies, dtype=float)
+    if energies.ndim == 2:
+        energies = energies[:, 0]
     e0 = np.zeros(counts.shape[1])
     present = counts.sum(axis=0) > 0
     if present.any():
@@ -120,8 +147,10 @@ def committee_loss(
     Args:
         cm: The committee calculator (its model, species, cutoff, device, dtype).
         structures: The batch's structures.
-        energies: Their reference energies in eV. Shape: ``[batch]``.
-        forces: Their reference forces in eV/Å, ``[n_atoms_k, 3]`` each.
+        energies: Their reference energies in eV. Shape: ``[batch]`` (``[batch, S]`` for a
+            committee of S states: the loss then averages over states).
+        forces: Their reference forces in eV/Å, ``[n_atoms_k, 3]`` each
+            (``[n_atoms_k, S, 3]``).
         sel: Member indices evaluated.
         weights: Per-member, per-structure loss weights (bootstrap counts).
             Shape: ``[len(sel), batch]``.
@@ -137,23 +166,33 @@ def committee_loss(
     model = cm.model
     graph = build_graph(list(structures), cm.species, cm.cutoff, device=cm.device, dtype=cm.dtype)
     dtype = cm.dtype
-    target_e = torch.as_tensor(np.asarray(energies), device=cm.device) - model.e0_sum(graph)
+    energies = np.asarray(energies)
+    e0 = model.e0_sum(graph)
+    target_e = torch.as_tensor(energies, device=cm.device) - (
+        e0 if energies.ndim == 1 else e0[:, None]
+    )
     target_f = torch.as_tensor(np.concatenate(list(forces)), device=cm.device)
     with torch.set_grad_enabled(True):
         out = model(graph, forces=True, members=sel, create_graph=training)
     n_atoms = graph.n_atoms.to(dtype)
-    e_err = (out["energy"] - target_e.to(dtype)) / n_atoms
+    e_err = (out["energy"] - target_e.to(dtype)) / (
+        n_atoms if energies.ndim == 1 else n_atoms[:, None]
+    )
     f_sq = ((out["forces"] - target_f.to(dtype)) ** 2).sum(-1)
-    f_per = torch.zeros_like(e_err).index_add(1, graph.batch, f_sq) / (3 * n_atoms)
-    per_struct = energy_weight * e_err**2 + forces_weight * f_per
+    if energies.ndim == 2:  # several states: mean over states of each structure's error
+        e_err_sq, f_sq = (e_err**2).mean(-1), f_sq.mean(-1)
+    else:
+        e_err_sq = e_err**2
+    f_per = torch.zeros_like(e_err_sq).index_add(1, graph.batch, f_sq) / (3 * n_atoms)
+    per_struct = energy_weight * e_err_sq + forces_weight * f_per
     w = torch.as_tensor(weights, dtype=dtype, device=cm.device)
     loss = (w * per_struct).sum(-1) / w.sum(-1).clamp(min=1.0)
     if not with_mae:
         return loss
-    f_abs = (out["forces"] - target_f.to(dtype)).abs().mean(dim=(1, 2))
+    f_abs = (out["forces"] - target_f.to(dtype)).abs().flatten(1).mean(-1)
     return (
         loss.detach(),
-        e_err.detach().abs().mean(-1).cpu().numpy(),
+        e_err.detach().abs().flatten(1).mean(-1).cpu().numpy(),
         f_abs.detach().cpu().numpy(),
     )
 

@@ -87,7 +87,7 @@ class CommitteeTrainer:
         if s.dtype is not None:
             cm.to(dtype=s.dtype)
         labels = list(labels)
-        energies, forces = label_arrays(labels)
+        energies, forces = label_arrays(labels, cm.n_states)
         species = [cm.species.indices(a, what=f"label {k}") for k, a in enumerate(labels)]
         n = len(labels)
         rng = np.random.default_rng([s.seed, n, self._calls])
@@ -133,7 +133,7 @@ class CommitteeTrainer:
         for epoch in range(s.max_epochs):
             extra = list(more_labels()) if more_labels is not None else []
             if extra:
-                new_e, new_f = label_arrays(extra)
+                new_e, new_f = label_arrays(extra, cm.n_states)
                 for k, a in enumerate(extra):
                     cm.species.indices(a, what=f"new label {k}")
                 new_idx = np.arange(len(labels), len(labels) + len(extra))
@@ -233,7 +233,7 @@ class CommitteeTrainer:
         """Per-member validation loss and MAEs (energy eV/atom, forces eV/Å) on ``labels``."""
         cm = self.committee
         sel = list(range(cm.n_members)) if members is None else list(members)
-        energies, forces = label_arrays(labels)
+        energies, forces = label_arrays(labels, cm.n_states)
         idx = np.arange(len(labels))
         out: dict[str, list[list[float]]] = {
             "val_loss": [],

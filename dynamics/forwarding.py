@@ -30,7 +30,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Uncertainty keys a committee may return; forwarded (and gettable) when present.
+#: Keys beyond energy and forces a committee may return (uncertainty, states); forwarded
+#: (and gettable) when present.
 UNCERTAINTY_KEYS = (
     "energy_std",
     "forces_std",
@@ -42,6 +43,11 @@ UNCERTAINTY_KEYS = (
     "energy_comm",
     "forces_comm",
     "stress_comm",
+    "state_energies",
+    "state_forces",
+    "gaps",
+    "state_energies_std",
+    "state_forces_std",
 )
 
 #: ``atoms.info`` keys that change the prediction without moving an atom.

@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -106,6 +107,8 @@ class Outcome:
         energy: Energy in eV (``ok`` only).
         forces: Forces in eV/Å, shape ``(n_atoms, 3)`` (``ok`` only).
         stress: Stress in eV/Å³, shape ``(6,)`` (``ok``, periodic cells only).
+        state_energies: Per-state energies in eV, ``(n_states,)`` (excited-state oracles).
+        state_forces: Per-state forces in eV/Å, ``(n_states, n_atoms, 3)``.
         error: Error text when not ``ok``.
         wall_time_s: Wall time of the attempt in s.
     """
@@ -114,8 +117,15 @@ class Outcome:
     energy: float | None = None
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
+    state_energies: np.ndarray | None = None
+    state_forces: np.ndarray | None = None
     error: str = ""
     wall_time_s: float = 0.0
+
+
+def _optional(results: dict[str, Any], key: str) -> np.ndarray | None:
+    value = results.get(key)
+    return None if value is None else np.array(value, dtype=float)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -147,7 +157,9 @@ def run_attempt(oracle: Oracle, atoms: Atoms) -> Outcome:
             status=LabelStatus.OK,
             energy=float(res["energy"]),
             forces=np.array(res["forces"], dtype=float),
-            stress=None if res.get("stress") is None else np.array(res["stress"], dtype=float),
+            stress=_optional(res, "stress"),
+            state_energies=_optional(res, "state_energies"),
+            state_forces=_optional(res, "state_forces"),
             wall_time_s=time.perf_counter() - t0,
         )
     except (KeyboardInterrupt, GeneratorExit):

@@ -144,6 +144,8 @@ def _to_label(
         energy=outcome.energy if ok else None,
         forces=outcome.forces if ok else None,
         stress=outcome.stress if ok else None,
+        state_energies=outcome.state_energies if ok else None,
+        state_forces=outcome.state_forces if ok else None,
         error="" if ok else outcome.error,
         wall_time_s=wall_time_s,
         oracle=oracle.name,

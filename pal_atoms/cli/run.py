@@ -128,6 +128,35 @@ _TS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
 ]
 
 
+_SH_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    ("--states", {"type": int}, "electronic states, S0 included"),
+    ("--initial-state", {"type": int}, "state the trajectories start on (None: the highest)"),
+    ("--generators", {"type": int}, "surface-hopping generators"),
+    ("--trajectories", {"type": int}, "trajectories per generator"),
+    ("--duration-fs", {"type": float}, "length of one trajectory, fs"),
+    (
+        "--wigner-temperature-K",
+        {"type": float},
+        "vibrational temperature of the Wigner initial conditions, K",
+    ),
+    (
+        "--rescaling",
+        {"choices": ["gradient_difference", "velocity"]},
+        "velocity rescaling direction after a hop",
+    ),
+]
+
+
+def _with_oracles(
+    options: list[tuple[str, dict[str, object], str]], names: tuple[str, ...]
+) -> list[tuple[str, dict[str, object], str]]:
+    """``options`` with the ``--oracle`` choices of a job."""
+    return [
+        (flag, {**kw, "choices": list(names)} if flag == "--oracle" else kw, text)
+        for flag, kw, text in options
+    ]
+
+
 def _md_config(args: argparse.Namespace) -> MDRunConfig:
     from dataclasses import fields
 
@@ -172,9 +201,10 @@ def _key_values(items: list[str], flag: str) -> dict[str, object]:
 
 def _config_class(command: str) -> type[MDRunConfig]:
     from pal_atoms.jobs.md import MDRunConfig
+    from pal_atoms.jobs.sh import SHRunConfig
     from pal_atoms.jobs.ts import TSRunConfig
 
-    return TSRunConfig if command == "ts" else MDRunConfig
+    return {"ts": TSRunConfig, "sh": SHRunConfig}.get(command, MDRunConfig)
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -188,8 +218,8 @@ def _read_toml(path: Path) -> dict[str, object]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path}: {exc}") from exc
-    # Keys at the top level or under a [md] / [ts] table.
-    section = data.get("md", data.get("ts", data))
+    # Keys at the top level or under a [md] / [ts] / [sh] table.
+    section = data.get("md", data.get("ts", data.get("sh", data)))
     return {str(k).replace("-", "_"): v for k, v in section.items()}
 
 
@@ -202,9 +232,12 @@ def _cores() -> int:
 
 
 def _n_generators(config: MDRunConfig) -> int:
+    from pal_atoms.jobs.sh import SHRunConfig
     from pal_atoms.jobs.ts import TSRunConfig
     from pal_atoms.store.exchange import read_structures
 
+    if isinstance(config, SHRunConfig):
+        return config.generators
     n = len(read_structures(config.system))
     if isinstance(config, TSRunConfig):
         return n * config.searches_per_frame if config.driver == "sella" else max(1, n // 2)
@@ -233,8 +266,7 @@ def _comm_size() -> int:
 
 def _cmd_md(args: argparse.Namespace) -> int:
     from pal_atoms.jobs.launch import STARTED_BY, LaunchKind, decide_launch, start_ranks
-    from pal_atoms.jobs.md import run_md
-    from pal_atoms.jobs.ts import TSRunConfig, check_pairs, run_ts
+    from pal_atoms.jobs.ts import TSRunConfig, check_pairs
 
     config = _md_config(args)
     try:
@@ -252,11 +284,6 @@ def _cmd_md(args: argparse.Namespace) -> int:
     log = logging.getLogger(__name__)
     kernels = config.layout().counts(launch.n_ranks) if launch.n_ranks > 1 else None
 
-    def run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
-        if isinstance(config, TSRunConfig):
-            return run_ts(config, comm=comm)
-        return run_md(config, comm=comm)
-
     if launch.kind is LaunchKind.LAUNCHER:
         from mpi4py import MPI
 
@@ -266,7 +293,7 @@ def _cmd_md(args: argparse.Namespace) -> int:
         elif STARTED_BY not in os.environ:  # else the process that started us said it
             log.info("%s", launch.describe(kernels))
         try:
-            summary = run_job(config, comm=comm)
+            summary = _run_job(config, comm=comm)
         except InputError:
             if comm.Get_rank() == 0:
                 raise
@@ -286,17 +313,45 @@ def _cmd_md(args: argparse.Namespace) -> int:
         return start_ranks(launch, args.argv)
     else:
         log.info("%s", launch.describe())
-        summary = run_job(config)
+        summary = _run_job(config)
     if summary is None:
         return 0
-    print(_final_line(config, summary))
+    print("\n".join([_final_line(config, summary), *_job_lines(config, summary)]))
+    return 0
+
+
+def _run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
+    """The job of the subcommand that made ``config``."""
+    from pal_atoms.jobs.md import run_md
+    from pal_atoms.jobs.sh import SHRunConfig, run_sh
+    from pal_atoms.jobs.ts import TSRunConfig, run_ts
+
+    if isinstance(config, TSRunConfig):
+        return run_ts(config, comm=comm)
+    if isinstance(config, SHRunConfig):
+        return run_sh(config, comm=comm)
+    return run_md(config, comm=comm)
+
+
+def _job_lines(config: MDRunConfig, summary: Summary) -> list[str]:
+    """What a ``ts`` or ``sh`` run adds to the final line."""
+    from pal_atoms.jobs.sh import SHRunConfig
+    from pal_atoms.jobs.ts import TSRunConfig
+
     if isinstance(config, TSRunConfig):
         rows = summary.report.get("saddles", [])
-        print(
-            f"{len(rows)} converged saddle(s) checked against the oracle"
-            + (f" in {config.out / 'saddles.extxyz'}" if rows else "")
-        )
-    return 0
+        where = f" in {config.out / 'saddles.extxyz'}" if rows else ""
+        return [f"{len(rows)} converged saddle(s) checked against the oracle{where}"]
+    if isinstance(config, SHRunConfig):
+        sh = summary.report.get("surface_hopping", {})
+        maes = sh.get("test_state_force_mae")
+        per_state = "n/a" if maes is None else " / ".join(f"{m:.3f}" for m in maes)
+        return [
+            f"surface hopping: {sh.get('trajectories_complete', 0)} complete trajectories, "
+            f"{sh.get('hops', 0)} hops; held-out force MAE per state {per_state} eV/Å; "
+            f"populations in {config.out / 'populations.csv'}"
+        ]
+    return []
 
 
 def _final_line(config: MDRunConfig, summary: Summary) -> str:
@@ -388,6 +443,23 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "(the MD ones make the held-out test set) plus the search options; TOML keys "
         "optionally under [ts].",
         options=_MD_OPTIONS + _TS_OPTIONS,
+    )
+
+    from pal_atoms.jobs.sh import SHRunConfig
+
+    _add_run_parser(
+        sub,
+        common,
+        "sh",
+        SHRunConfig(system=Path("x")),
+        help="active learning on surface-hopping photodynamics (PySCF TDA oracle)",
+        description="Parallel active learning on Landau-Zener surface hopping: a committee of "
+        "--states electronic states, the PySCF excited-state oracle (TDA, every state's energy "
+        "and forces) and trajectories from the Wigner distribution of the ground-state minimum "
+        "of the first frame of --system. Writes OUT/populations.csv and OUT/hops.csv. Takes "
+        "every option of 'pal-atoms md' plus the surface-hopping options; TOML keys optionally "
+        "under [sh].",
+        options=_with_oracles(_MD_OPTIONS, SHRunConfig.allowed_oracles()) + _SH_OPTIONS,
     )
 
     p = sub.add_parser("status", parents=[common], help="progress of a running or finished run")

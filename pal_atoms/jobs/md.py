@@ -15,20 +15,30 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import ase.io
 from ase import Atoms
 
 from pal_atoms.core.errors import InputError
 from pal_atoms.jobs.md_config import MDRunConfig
 from pal_atoms.jobs.setup import build_oracle, check_run_dir, load_frames, prepare_run_dir
 from pal_atoms.store import LabelStore
+from pal_atoms.store.exchange import read_labelled
 from pal_atoms.store.run_lock import RunLock
 from pal_atoms.workflow import ActiveLearning, Summary
 from pal_atoms.workflow.metrics import force_mae
 from pal_atoms.workflow.selection import TrustWindow
 from pal_atoms.workflow.settings import WorkflowSettings
 
-__all__ = ["GeneratorFactory", "MDRunConfig", "ReportHook", "md_generators", "run_md"]
+__all__ = [
+    "BootstrapFactory",
+    "GeneratorFactory",
+    "MDRunConfig",
+    "ReportHook",
+    "TestSetFactory",
+    "md_bootstrap",
+    "md_generators",
+    "md_test_set",
+    "run_md",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +46,10 @@ logger = logging.getLogger(__name__)
 GeneratorFactory = Callable[[Any, list[Atoms]], list[Any]]
 #: ``add_to_report(summary, oracle)``: a run subcommand's own results for ``summary.json``.
 ReportHook = Callable[[Summary, Any], None]
+#: ``make_test_set(config, oracle, frames) -> labelled frames``: the held-out test set.
+TestSetFactory = Callable[[Any, Any, list[Atoms]], list[Atoms]]
+#: ``make_bootstrap(config, oracle, frames) -> structures``: labelled before the loop.
+BootstrapFactory = Callable[[Any, Any, list[Atoms]], list[Atoms]]
 
 
 def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
@@ -50,18 +64,54 @@ def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
         n_members=config.committee,
         seed=config.seed,
         device=config.device,
+        n_states=config.n_states,
         **config.model_options,
     )
 
 
-def _prepare(config: MDRunConfig, oracle: Any) -> None:
+def md_test_set(config: MDRunConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
+    """Held-out frames of short Langevin MD on the oracle itself, per starting frame."""
+    from pal_atoms.dynamics import reference_md_frames
+
+    logger.info(
+        "making %d held-out test frames by MD on the oracle", config.test_per_frame * len(frames)
+    )
+    return reference_md_frames(
+        oracle,
+        frames,
+        n_per_frame=config.test_per_frame,
+        temperature_K=config.temperature_K,
+        timestep_fs=config.timestep_fs,
+        seed=config.seed + 1000,
+    )
+
+
+def md_bootstrap(config: MDRunConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
+    """Rattled and strained copies of the starting frames."""
+    from pal_atoms.dynamics import rattle_sample
+
+    return rattle_sample(
+        frames,
+        config.bootstrap_per_frame,
+        rattle_std_A=0.1,
+        strain_range=(0.92, 1.08),
+        seed=config.seed,
+    )
+
+
+def _prepare(
+    config: MDRunConfig,
+    oracle: Any,
+    make_test_set: TestSetFactory,
+    make_bootstrap: BootstrapFactory,
+) -> None:
     """Run folder, resolved config, held-out test set, bootstrap labels and first committee.
 
     Runs once (on rank 0 under MPI); everything it makes is in the run folder afterwards.
     """
     from pal_atoms.calculators import CommitteeTrainer, StreamingTrainer
-    from pal_atoms.dynamics import rattle_sample, reference_md_frames
     from pal_atoms.oracles import label
+    from pal_atoms.store.exchange import write_labelled
 
     prepare_run_dir(config)
     frames = load_frames(config, oracle)
@@ -69,28 +119,12 @@ def _prepare(config: MDRunConfig, oracle: Any) -> None:
     (out / "config.json").write_text(config.to_json() + "\n")
     test_path = out / "test_set.extxyz"
     if not test_path.exists():
-        n_test = config.test_per_frame * len(frames)
-        logger.info("making %d held-out test frames by MD on the oracle", n_test)
-        test_set = reference_md_frames(
-            oracle,
-            frames,
-            n_per_frame=config.test_per_frame,
-            temperature_K=config.temperature_K,
-            timestep_fs=config.timestep_fs,
-            seed=config.seed + 1000,
-        )
-        ase.io.write(test_path, test_set, format="extxyz", parallel=False)
+        write_labelled(test_path, make_test_set(config, oracle, frames))
     with LabelStore(out / "labels.h5") as store:
         if len(store.read()) or (out / "committee").is_dir():
             return
-        samples = rattle_sample(
-            frames,
-            config.bootstrap_per_frame,
-            rattle_std_A=0.1,
-            strain_range=(0.92, 1.08),
-            seed=config.seed,
-        )
-        logger.info("bootstrap: labelling %d rattled structures", len(samples))
+        samples = make_bootstrap(config, oracle, frames)
+        logger.info("bootstrap: labelling %d structures", len(samples))
         for atoms in samples:
             store.append_label(label(atoms, oracle), generator_id=-1)
         if store.counts()["ok"] == 0:
@@ -105,7 +139,7 @@ def _prepare(config: MDRunConfig, oracle: Any) -> None:
         CommitteeTrainer(committee, settings=_trainer_settings(config)).train(labels)
         logger.info(
             "bootstrap committee: held-out force MAE %.4f eV/Å",
-            force_mae(committee, list(ase.io.read(test_path, ":"))),
+            force_mae(committee, read_labelled(test_path)),
         )
     committee.save(out / "committee")
 
@@ -159,7 +193,7 @@ def _loop(
     from pal_atoms.calculators import CommitteeTrainer, StreamingTrainer
 
     frames = load_frames(config, oracle)
-    test_set = list(ase.io.read(config.out / "test_set.extxyz", ":"))
+    test_set = read_labelled(config.out / "test_set.extxyz")
     committee = _committee(config, frames)
     trainer: Any
     if config.training == "continuous":
@@ -207,6 +241,8 @@ def run_md(
     *,
     make_generators: GeneratorFactory | None = None,
     add_to_report: ReportHook | None = None,
+    make_test_set: TestSetFactory | None = None,
+    make_bootstrap: BootstrapFactory | None = None,
 ) -> Summary | None:
     """Run the whole job; return the summary (also in ``summary.json``).
 
@@ -220,6 +256,10 @@ def run_md(
         add_to_report: Called on rank 0 with the summary and the run's oracle before
             ``summary.json`` is written, to add the job's own results to
             ``summary.report``.
+        make_test_set: Makes the labelled held-out test set on rank 0 (default
+            :func:`md_test_set`); ``pal-atoms sh`` labels Wigner samples instead.
+        make_bootstrap: Makes the structures labelled before the loop (default
+            :func:`md_bootstrap`).
 
     Returns:
         The run's summary; ``None`` on MPI ranks other than 0.
@@ -232,20 +272,29 @@ def run_md(
     lock = RunLock(config.out)  # rank 0 is the one writer of the run folder, for the run
     oracle = build_oracle(config)  # one per process, for every step of the job
     try:
-        _prepare_once(config, comm, lock, oracle)
+        _prepare_once(
+            config,
+            comm,
+            lock,
+            lambda: _prepare(
+                config, oracle, make_test_set or md_test_set, make_bootstrap or md_bootstrap
+            ),
+        )
         return _run_and_report(config, comm, oracle, make_generators, add_to_report)
     finally:
         lock.release()
 
 
-def _prepare_once(config: MDRunConfig, comm: Any | None, lock: RunLock, oracle: Any) -> None:
+def _prepare_once(
+    config: MDRunConfig, comm: Any | None, lock: RunLock, prepare: Callable[[], None]
+) -> None:
     """Rank 0 takes the run folder's lock and prepares it; every rank sees the same error."""
     error: str | None = None
     if comm is None or comm.Get_rank() == 0:
         try:
             check_run_dir(config)  # before the lock creates the folder
             lock.acquire()
-            _prepare(config, oracle)
+            prepare()
         except InputError as exc:
             if comm is None:
                 raise

@@ -129,8 +129,9 @@ class MDRunConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "system", Path(self.system))
         object.__setattr__(self, "out", Path(self.out))
-        if self.oracle not in ORACLES:
-            raise ConfigError(f"unknown oracle {self.oracle!r}; choose from {', '.join(ORACLES)}")
+        allowed = self.allowed_oracles()
+        if self.oracle not in allowed:
+            raise ConfigError(f"unknown oracle {self.oracle!r}; choose from {', '.join(allowed)}")
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
         if self.training not in TRAINING:
@@ -165,6 +166,11 @@ class MDRunConfig:
         if not 0 <= self.trust_lower <= self.upper:
             raise ConfigError(f"need 0 <= lower <= upper, got {self.trust_lower}, {self.upper}")
 
+    @classmethod
+    def allowed_oracles(cls) -> tuple[str, ...]:
+        """``--oracle`` names this job takes."""
+        return ORACLES
+
     def _check_stopping(self) -> None:
         """Trust window, convergence, label pace and final check settings."""
         for name in ("target_force_error", "upper"):
@@ -187,6 +193,17 @@ class MDRunConfig:
             )
         if not (math.isfinite(self.final_check_ps) and self.final_check_ps >= 0):
             raise ConfigError(f"final_check_ps must be >= 0, got {self.final_check_ps}")
+
+    @property
+    def n_states(self) -> int:
+        """Electronic states the committee predicts (1: the ground state)."""
+        return 1
+
+    def oracle_settings(self) -> dict[str, Any]:
+        """Settings of the oracle from ``method`` and ``basis`` (those given)."""
+        from pal_atoms.jobs.setup import oracle_settings
+
+        return oracle_settings(self.oracle, self.method, self.basis)
 
     @property
     def trust_lower(self) -> float:

@@ -17,20 +17,35 @@ __all__ = [
     "build_oracle",
     "check_run_dir",
     "load_frames",
+    "oracle_settings",
     "prepare_run_dir",
 ]
 
 
+def oracle_settings(name: str, method: str | None, basis: str | None) -> dict[str, Any]:
+    """Settings of oracle ``name`` from ``--method`` and ``--basis`` (those given).
+
+    ``--method`` is the xTB method for xtb and the functional for the DFT oracles
+    (their settings call it ``functional``).
+    """
+    import dataclasses
+
+    from pal_atoms.oracles.registry import ORACLES
+
+    fields = {f.name for f in dataclasses.fields(ORACLES[name].settings_type)}
+    settings: dict[str, Any] = {}
+    if method:
+        settings["method" if "method" in fields else "functional"] = method
+    if basis:
+        settings["basis"] = basis
+    return settings
+
+
 def build_oracle(config: MDRunConfig) -> Any:
-    """The oracle the configuration names (method and basis passed on when given)."""
+    """The oracle the configuration names (``config.oracle_settings()``)."""
     from pal_atoms.oracles import make_oracle
 
-    settings: dict[str, Any] = {}
-    if config.method:
-        settings["method"] = config.method
-    if config.basis:
-        settings["basis"] = config.basis
-    return make_oracle(config.oracle, **settings)
+    return make_oracle(config.oracle, **config.oracle_settings())
 
 
 def load_frames(config: MDRunConfig, oracle: Any | None) -> list[Atoms]:

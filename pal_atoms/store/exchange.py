@@ -21,7 +21,7 @@ from pal_atoms.core.checks import validate_structure
 from pal_atoms.core.errors import InputError
 from pal_atoms.store import LabelStore
 
-__all__ = ["export_extxyz", "import_extxyz", "read_structures"]
+__all__ = ["export_extxyz", "import_extxyz", "read_labelled", "read_structures", "write_labelled"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,58 @@ def read_structures(path: str | os.PathLike[str], *, index: str = ":") -> list[A
     return frames
 
 
+def _put_states(atoms: Atoms, results: dict[str, Any], prefix: str) -> None:
+    """Per-state labels as extxyz fields: energies (S,) on the comment line, forces per atom.
+
+    ``{prefix}state_forces`` holds, for each atom, the forces of S0..S(n-1) one after
+    another: shape ``(n_atoms, 3 * n_states)``.
+    """
+    if results.get("state_energies") is None:
+        return
+    forces = np.asarray(results["state_forces"], dtype=float)  # (S, n, 3)
+    atoms.info[f"{prefix}state_energies"] = np.asarray(results["state_energies"], dtype=float)
+    atoms.arrays[f"{prefix}state_forces"] = forces.transpose(1, 0, 2).reshape(len(atoms), -1)
+
+
+def _take_states(atoms: Atoms, prefix: str) -> dict[str, np.ndarray]:
+    """Inverse of :func:`_put_states` (removes the fields; ``{}`` when there are none)."""
+    energies = atoms.info.pop(f"{prefix}state_energies", None)
+    forces = atoms.arrays.pop(f"{prefix}state_forces", None)
+    if energies is None or forces is None:
+        return {}
+    energies = np.atleast_1d(np.asarray(energies, dtype=float))
+    forces = np.asarray(forces, dtype=float).reshape(len(atoms), len(energies), 3)
+    return {"state_energies": energies, "state_forces": forces.transpose(1, 0, 2)}
+
+
+def write_labelled(path: str | os.PathLike[str], frames: list[Atoms]) -> None:
+    """Write labelled frames to extxyz, per-state labels included (ASE's writer drops them)."""
+    out = []
+    for atoms in frames:
+        copy = atoms.copy()
+        results = dict(atoms.calc.results) if atoms.calc is not None else {}
+        copy.calc = None
+        if results:
+            spc = {k: results[k] for k in ("energy", "forces", "stress") if k in results}
+            copy.calc = SinglePointCalculator(copy, **spc)
+            _put_states(copy, results, "")
+        out.append(copy)
+    ase.io.write(Path(path), out, format="extxyz", parallel=False)
+
+
+def read_labelled(path: str | os.PathLike[str]) -> list[Atoms]:
+    """Read frames written by :func:`write_labelled` (or any extxyz), states restored."""
+    from pal_atoms.core.label import LabelCalculator
+
+    frames = list(ase.io.read(Path(path), ":", parallel=False))
+    for atoms in frames:
+        states = _take_states(atoms, "")
+        if states and atoms.calc is not None:
+            results = {k: v for k, v in atoms.calc.results.items() if k != "free_energy"}
+            atoms.calc = LabelCalculator(atoms, **results, **states)
+    return frames
+
+
 def export_extxyz(
     store_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -78,6 +130,9 @@ def export_extxyz(
         energy_key: Comment-line key for the energy (eV).
         forces_key: Per-atom column for the forces (eV/Å).
         stress_key: Comment-line key for the stress (eV/Å³, Voigt), periodic records only.
+            Per-state labels go under the energy key's prefix: ``REF_state_energies``
+            (comment line, eV) and ``REF_state_forces`` (per atom, S0..S(n-1) forces one
+            after another, eV/Å).
         status: Records to export; non-ok records are written as geometries only.
 
     Returns:
@@ -96,10 +151,16 @@ def export_extxyz(
             plain.arrays[forces_key] = np.array(calc.results["forces"])
             if "stress" in calc.results:
                 plain.info[stress_key] = np.array(calc.results["stress"])
+            _put_states(plain, calc.results, _prefix(energy_key))
         out.append(plain)
     ase.io.write(Path(out_path), out, format="extxyz", parallel=False)
     logger.info("exported %d frames to %s", len(out), out_path)
     return len(out)
+
+
+def _prefix(energy_key: str) -> str:
+    """``REF_`` of ``REF_energy``: per-state keys are named like the energy key."""
+    return energy_key[: -len("energy")] if energy_key.endswith("energy") else f"{energy_key}_"
 
 
 def _pick(mapping: Any, explicit: str | None, candidates: tuple[str, ...]) -> Any:
@@ -150,6 +211,7 @@ def import_extxyz(
         stress = _pick(atoms.info, None, STRESS_KEYS)
         if stress is None:
             stress = results.get("stress")
+        states = _take_states(atoms, _prefix(energy_key or "REF_energy"))
         info = dict(atoms.info)
         # Provenance written by export_extxyz comes back as provenance, not as extras.
         file_oracle, file_method = info.pop("oracle", "import"), info.pop("method", "")
@@ -169,7 +231,12 @@ def import_extxyz(
         spc: dict[str, Any] = {"energy": float(energy), "forces": np.asarray(forces, dtype=float)}
         if stress is not None and atoms.pbc.any():
             spc["stress"] = np.asarray(stress, dtype=float)
-        plain.calc = SinglePointCalculator(plain, **spc)
+        if states:
+            from pal_atoms.core.label import LabelCalculator
+
+            plain.calc = LabelCalculator(plain, **spc, **states)
+        else:
+            plain.calc = SinglePointCalculator(plain, **spc)
         prepared.append((plain, provenance))
     with LabelStore(store_path) as store:
         for plain, provenance in prepared:

@@ -40,8 +40,9 @@ from pal_atoms.store.schema import (
     FORMAT_NAME,
     RECORD_FIELDS,
     SCHEMA_VERSION,
+    STATE_DATASETS,
     STATUS_CODES,
-    chunk_rows,
+    create_datasets,
 )
 from pal_atoms.store.write import PackedRecord, pack, write_batch
 
@@ -132,14 +133,7 @@ class LabelStore(StoreReader):
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         f.attrs["created_by"] = f"pal-atoms {__version__}"
-        for path, (dtype, trailing) in DATASETS.items():
-            f.create_dataset(
-                path,
-                shape=(0, *trailing),
-                maxshape=(None, *trailing),
-                dtype=dtype,
-                chunks=(chunk_rows(trailing, dtype), *trailing),
-            )
+        create_datasets(f, {**DATASETS, **STATE_DATASETS})
         f["records"].attrs["status_codes"] = json.dumps(STATUS_CODES)
         f["records"].attrs["fields"] = json.dumps({k: v[2] for k, v in RECORD_FIELDS.items()})
         f.create_group("settings")
@@ -149,7 +143,7 @@ class LabelStore(StoreReader):
     def _repair_tail(self) -> None:
         """Cut off what an interrupted append left behind (rows past the committed count)."""
         f, n = self._file, self._committed()
-        cuts = dict.fromkeys(DATASETS, 0)
+        cuts = dict.fromkeys([*DATASETS, *(p for p in STATE_DATASETS if p in f)], 0)
         cuts["records"] = n
         if n:
             last = f["records"][n - 1]
@@ -165,6 +159,20 @@ class LabelStore(StoreReader):
                     f["records"][int(top["record"])]["n_atoms"]
                 )
                 cuts["stress"] = int(np.sum(f["stress"].fields("label")[:] < n_labels))
+                if "states" in f:
+                    states = f["states"][:]
+                    kept = states[states["label"] < n_labels]
+                    cuts["states"] = len(kept)
+                    if len(kept):
+                        top_state = kept[-1]
+                        na = int(
+                            f["records"][int(f["labels"][int(top_state["label"])]["record"])][
+                                "n_atoms"
+                            ]
+                        )
+                        ns = int(top_state["n_states"])
+                        cuts["state_energies"] = int(top_state["energy_start"]) + ns
+                        cuts["state_forces"] = int(top_state["force_start"]) + ns * na
         repaired = [p for p, size in cuts.items() if f[p].shape[0] > size]
         for p in repaired:
             f[p].resize(cuts[p], axis=0)
@@ -211,8 +219,10 @@ class LabelStore(StoreReader):
         Args:
             atoms: Geometry; for ``status="ok"`` its calculator's results must hold
                 ``energy`` (eV) and ``forces`` (eV/Å, shape ``(n_atoms, 3)``), ``stress``
-                (eV/Å³) optionally. ``atoms.info`` gives ``charge``/``multiplicity`` and
-                any JSON-serialisable extras, which are kept.
+                (eV/Å³) optionally, and for excited-state labels ``state_energies`` (eV,
+                ``(S,)``) with ``state_forces`` (eV/Å, ``(S, n_atoms, 3)``).
+                ``atoms.info`` gives ``charge``/``multiplicity`` and any
+                JSON-serialisable extras, which are kept.
             status: ``ok``, ``failed``, ``unconverged``, ``timeout`` or ``cancelled``.
             error: Error text (records that are not ok).
             oracle: Oracle name.

@@ -10,10 +10,9 @@ from typing import Any
 import h5py
 import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from pal_atoms.core.label import LabelStatus
-from pal_atoms.store.schema import RECORD_FIELDS, STATUS_CODES, STATUS_NAMES
+from pal_atoms.core.label import LabelCalculator, LabelStatus
+from pal_atoms.store.schema import RECORD_FIELDS, STATE_DTYPE, STATUS_CODES, STATUS_NAMES
 
 __all__ = ["StoreReader"]
 
@@ -117,6 +116,8 @@ class StoreReader:
         ``method``, ``settings_hash``, ``generator_id``, ``generator_step``,
         ``uncertainty`` (eV/Å, absent if none), ``oracle_wall_time_s``, ``timestamp``,
         ``pal_atoms_version``, ``charge``, ``multiplicity``, plus the extras stored with it.
+        Labels of several electronic states also hold ``state_energies`` (eV, ``(S,)``) and
+        ``state_forces`` (eV/Å, ``(S, n_atoms, 3)``) in ``atoms.calc.results``.
         """
         if indices is None:
             idx = self.select(status=status, oracle=oracle, generator_id=generator_id, start=start)
@@ -134,6 +135,8 @@ class StoreReader:
         labels, forces = f["labels"], f["forces"]
         stress = f["stress"][:]
         stress_of = dict(zip(stress["label"].tolist(), stress["value"], strict=True))
+        states = f["states"][:] if "states" in f else np.zeros(0, dtype=STATE_DTYPE)
+        states_of = {int(row["label"]): row for row in states}
         out: list[Atoms] = []
         for j, i in enumerate(idx.tolist()):
             a0, na = int(rec["atom_start"][j]), int(rec["n_atoms"][j])
@@ -180,6 +183,17 @@ class StoreReader:
                 }
                 if k in stress_of:
                     results["stress"] = stress_of[k]
-                atoms.calc = SinglePointCalculator(atoms, **results)
+                if k in states_of:
+                    row = states_of[k]
+                    ns, e0, s0 = (
+                        int(row["n_states"]),
+                        int(row["energy_start"]),
+                        int(row["force_start"]),
+                    )
+                    results["state_energies"] = f["state_energies"][e0 : e0 + ns]
+                    results["state_forces"] = f["state_forces"][s0 : s0 + ns * na].reshape(
+                        ns, na, 3
+                    )
+                atoms.calc = LabelCalculator(atoms, **results)
             out.append(atoms)
         return out

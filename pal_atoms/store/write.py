@@ -22,8 +22,17 @@ from ase import Atoms
 from pal_atoms import __version__
 from pal_atoms.core.checks import charge_and_multiplicity
 from pal_atoms.core.errors import InputError
-from pal_atoms.core.label import LabelStatus, settings_hash
-from pal_atoms.store.schema import LABEL_DTYPE, RECORD_DTYPE, STATUS_CODES, STRESS_DTYPE
+from pal_atoms.core.label import LabelStatus, check_states, settings_hash
+from pal_atoms.store.schema import (
+    LABEL_DTYPE,
+    RECORD_DTYPE,
+    SCHEMA_VERSION,
+    STATE_DATASETS,
+    STATE_DTYPE,
+    STATUS_CODES,
+    STRESS_DTYPE,
+    create_datasets,
+)
 
 __all__ = ["PackedRecord", "pack", "write_batch"]
 
@@ -43,6 +52,8 @@ class PackedRecord:
     energy: float | None
     forces: np.ndarray | None
     stress: np.ndarray | None
+    state_energies: np.ndarray | None
+    state_forces: np.ndarray | None
     settings_hash: str
     settings_json: str
 
@@ -91,6 +102,19 @@ def numbers_of(
     return energy, forces, stress
 
 
+def states_of(atoms: Atoms) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-state energies ``(S,)`` and forces ``(S, n_atoms, 3)`` of an ``ok`` record, if any.
+
+    Raises:
+        InputError: one without the other, misshapen or non-finite.
+    """
+    results: dict[str, Any] = dict(getattr(atoms.calc, "results", None) or {})
+    try:
+        return check_states(results.get("state_energies"), results.get("state_forces"), len(atoms))
+    except ValueError as exc:
+        raise InputError(f"refusing to store per-state labels: {exc}") from None
+
+
 def pack(
     atoms: Atoms,
     status: str | LabelStatus = "ok",
@@ -113,6 +137,7 @@ def pack(
     """
     status = LabelStatus(status)
     energy, forces, stress = numbers_of(atoms, status)
+    state_energies, state_forces = states_of(atoms) if forces is not None else (None, None)
     charge, multiplicity = charge_and_multiplicity(atoms)
     info = {k: v for k, v in ((k, _json_safe(v)) for k, v in atoms.info.items()) if v is not None}
     text = json.dumps({"error": error, "info": info}).encode()
@@ -148,6 +173,8 @@ def pack(
         energy=energy,
         forces=forces,
         stress=stress,
+        state_energies=state_energies,
+        state_forces=state_forces,
         settings_hash=shash,
         settings_json=json.dumps(settings, sort_keys=True, default=str) if settings else "",
     )
@@ -166,6 +193,28 @@ def _extend(f: h5py.File, path: str, rows: np.ndarray) -> int:
 def _starts(base: int, sizes: Sequence[int]) -> np.ndarray:
     """First row of each of consecutive blocks of ``sizes`` rows appended after row ``base``."""
     return base + np.concatenate([[0], np.cumsum(sizes[:-1], dtype=np.int64)]).astype(np.int64)
+
+
+def _write_states(f: h5py.File, labelled: Sequence[tuple[int, PackedRecord]]) -> None:
+    """Append the per-state rows of ``(label row, record)`` pairs that have states."""
+    with_states = [(k, r) for k, r in labelled if r.state_energies is not None]
+    if not with_states:
+        return
+    if "states" not in f:  # a version-1 file: its first per-state label makes it version 2
+        create_datasets(f, STATE_DATASETS)
+        f.attrs["schema_version"] = SCHEMA_VERSION
+    energies = [np.asarray(r.state_energies) for _, r in with_states]
+    forces = [np.asarray(r.state_forces).reshape(-1, 3) for _, r in with_states]
+    table = np.zeros(len(with_states), dtype=STATE_DTYPE)
+    table["label"] = [k for k, _ in with_states]
+    table["n_states"] = [len(e) for e in energies]
+    table["energy_start"] = _starts(
+        _extend(f, "state_energies", np.concatenate(energies)), [len(e) for e in energies]
+    )
+    table["force_start"] = _starts(
+        _extend(f, "state_forces", np.concatenate(forces)), [len(x) for x in forces]
+    )
+    _extend(f, "states", table)
 
 
 def write_batch(f: h5py.File, records: Sequence[PackedRecord], n_committed: int) -> None:
@@ -201,6 +250,7 @@ def write_batch(f: h5py.File, records: Sequence[PackedRecord], n_committed: int)
         stressed = [(first + j, records[i].stress) for j, i in enumerate(ok)]
         stress = np.array([(j, s) for j, s in stressed if s is not None], dtype=STRESS_DTYPE)
         _extend(f, "stress", stress)
+        _write_states(f, [(first + j, records[i]) for j, i in enumerate(ok)])
     attrs = f["settings"].attrs
     for r in records:
         if r.settings_hash and r.settings_hash not in attrs:

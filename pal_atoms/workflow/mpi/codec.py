@@ -10,14 +10,19 @@ Structure record::
 
 Prediction record::
 
-    [n_atoms, verdict, energy, energy_std, max_force_std, forces (3n), forces_std (n)]
+    [n_atoms, verdict, energy, energy_std, max_force_std, n_states, forces (3n),
+     forces_std (n), state energies (S), state forces (3nS)]     6 + 4n + S(1 + 3n)
+
+(``n_states`` is 0 for a committee of one state, which sends no per-state values.)
 
 Label record (an ``ok`` label, for the training and prediction ranks) = structure
-record + [energy] + forces (3n) + [has_stress] + stress (6, Voigt, if has_stress).
+record + [energy] + forces (3n) + [has_stress] + stress (6, Voigt, if has_stress) +
+[n_states] + state energies (S) + state forces (3nS, state-major), if n_states.
 
 An oracle's result travels as :func:`label_message`: a control dict (status, error,
-provenance, ``atoms.info``) and, for an ``ok`` label, one float64 array of energy,
-forces and stress (:func:`label_from_message` rebuilds the :class:`~pal_atoms.core.label.Label`).
+provenance, ``atoms.info``, ``has_stress``, ``n_states``) and, for an ``ok`` label, one
+float64 array of energy, forces, stress and per-state energies and forces
+(:func:`label_from_message` rebuilds the :class:`~pal_atoms.core.label.Label`).
 
 The controller routes records without rebuilding them: :func:`structure_records` and
 :func:`prediction_records` split a buffer into per-record views, so a generator's record
@@ -32,10 +37,9 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cell import Cell
 
-from pal_atoms.core.label import Label, LabelStatus
+from pal_atoms.core.label import Label, LabelCalculator, LabelStatus
 from pal_atoms.core.protocols import Verdict
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
 ]
 
 _HEAD = 17
+_PRED_HEAD = 6
 VERDICT_CODES: dict[Verdict, int] = {v: v.severity for v in Verdict}
 _VERDICTS = {v: k for k, v in VERDICT_CODES.items()}
 
@@ -148,10 +153,13 @@ def decode_structures(buf: np.ndarray) -> list[tuple[Atoms, int, int]]:
     return out
 
 
-def _split(buf: np.ndarray, head: int, what: str) -> list[np.ndarray]:
+def _split(buf: np.ndarray, head: int, what: str, *, per_state: bool = False) -> list[np.ndarray]:
     out, i = [], 0
     while i < buf.size:
-        j = i + head + 4 * int(buf[i])
+        n = int(buf[i])
+        j = i + head + 4 * n
+        if per_state and i + head <= buf.size:
+            j += int(buf[i + head - 1]) * (1 + 3 * n)
         if j > buf.size:
             raise ValueError(f"truncated {what} record at offset {i} of {buf.size}")
         out.append(buf[i:j])
@@ -183,14 +191,22 @@ def encode_predictions(
         forces = np.asarray(r["forces"], dtype=float)
         n = forces.shape[0]
         fstd = np.asarray(r.get("forces_std", np.zeros(n)), dtype=float)
+        states = r.get("state_energies")
+        n_states = 0 if states is None else len(states)
         head = [
             n,
             -1 if v is None else VERDICT_CODES[v],
             r["energy"],
             r.get("energy_std", 0.0),
             r.get("max_force_std", 0.0),
+            n_states,
         ]
-        parts.append(np.concatenate([np.asarray(head, dtype=float), forces.ravel(), fstd]))
+        parts += [np.asarray(head, dtype=float), forces.ravel(), fstd]
+        if n_states:
+            parts += [
+                np.asarray(states, dtype=float),
+                np.asarray(r["state_forces"], dtype=float).ravel(),
+            ]
     return np.concatenate(parts) if parts else np.empty(0)
 
 
@@ -205,21 +221,28 @@ def prediction_records(buf: np.ndarray) -> list[np.ndarray]:
     Raises:
         ValueError: the buffer ends inside a record.
     """
-    return _split(buf, 5, "prediction")
+    return _split(buf, _PRED_HEAD, "prediction", per_state=True)
 
 
 def read_prediction(record: np.ndarray) -> tuple[dict[str, Any], Verdict | None]:
     """Results dict and verdict (``None``: not judged yet) of one prediction record."""
     n, code = int(record[0]), int(record[1])
     energy = float(record[2])
-    results = {
+    i = _PRED_HEAD
+    results: dict[str, Any] = {
         "energy": energy,
         "free_energy": energy,
         "energy_std": float(record[3]),
         "max_force_std": float(record[4]),
-        "forces": record[5 : 5 + 3 * n].reshape(n, 3).copy(),
-        "forces_std": record[5 + 3 * n : 5 + 4 * n].copy(),
+        "forces": record[i : i + 3 * n].reshape(n, 3).copy(),
+        "forces_std": record[i + 3 * n : i + 4 * n].copy(),
     }
+    n_states = int(record[5])
+    if n_states:
+        i += 4 * n
+        results["state_energies"] = record[i : i + n_states].copy()
+        i += n_states
+        results["state_forces"] = record[i : i + 3 * n * n_states].reshape(n_states, n, 3).copy()
     return results, None if code < 0 else _VERDICTS[code]
 
 
@@ -235,8 +258,21 @@ def _stress_of(atoms: Atoms) -> np.ndarray | None:
     return None if stress is None else np.asarray(stress, dtype=float).reshape(6)
 
 
+def _states_of(atoms: Atoms) -> np.ndarray:
+    results = {} if atoms.calc is None else atoms.calc.results
+    energies = results.get("state_energies")
+    if energies is None:
+        return np.zeros(1)
+    forces = np.asarray(results["state_forces"], dtype=float).ravel()
+    return np.concatenate([[len(energies)], np.asarray(energies, dtype=float), forces])
+
+
 def encode_labels(frames: Sequence[Atoms]) -> np.ndarray:
-    """Labelled structures in one buffer (energy eV, forces eV/Å, stress eV/Å³ if any)."""
+    """Labelled structures in one buffer.
+
+    Per structure: the structure record, energy (eV), forces (eV/Å), ``[has_stress]`` and
+    stress (eV/Å³) if any, ``[n_states]`` and per-state energies and forces if any.
+    """
     parts = []
     for a in frames:
         stress = _stress_of(a)
@@ -245,6 +281,7 @@ def encode_labels(frames: Sequence[Atoms]) -> np.ndarray:
             np.array([a.get_potential_energy()]),
             a.get_forces().ravel(),
             np.array([0.0]) if stress is None else np.concatenate([[1.0], stress]),
+            _states_of(a),
         ]
     return np.concatenate(parts) if parts else np.empty(0)
 
@@ -264,7 +301,14 @@ def decode_labels(buf: np.ndarray) -> list[Atoms]:
             results["stress"] = buf[i + 1 : i + 7].copy()
             i += 6
         i += 1
-        atoms.calc = SinglePointCalculator(atoms, **results)
+        n_states = int(buf[i])
+        i += 1
+        if n_states:
+            results["state_energies"] = buf[i : i + n_states].copy()
+            i += n_states
+            results["state_forces"] = buf[i : i + 3 * n * n_states].reshape(n_states, n, 3).copy()
+            i += 3 * n * n_states
+        atoms.calc = LabelCalculator(atoms, **results)
         out.append(atoms)
     return out
 
@@ -276,7 +320,8 @@ def label_message(
 
     ``control`` (a small dict) carries the status, error, provenance and the labelled
     structure's ``info`` (charge, multiplicity); ``data`` is ``None`` for a label that is
-    not ``ok``, else ``[energy, forces (3n), stress (6, if any)]``.
+    not ``ok``, else ``[energy, forces (3n), stress (6, if any), state energies (S) and
+    state forces (3nS), if the label has several states]``.
     """
     control = {
         "status": label.status.value,
@@ -291,6 +336,7 @@ def label_message(
         "uncertainty": float(uncertainty),
         "info": dict(label.atoms.info),
         "has_stress": label.stress is not None,
+        "n_states": 0 if label.state_energies is None else len(label.state_energies),
     }
     if not label.ok:
         return control, None
@@ -299,6 +345,8 @@ def label_message(
     parts = [np.array([label.energy]), np.asarray(label.forces, dtype=float).ravel()]
     if label.stress is not None:
         parts.append(np.asarray(label.stress, dtype=float).ravel())
+    if label.state_energies is not None:
+        parts += [label.state_energies, np.asarray(label.state_forces, dtype=float).ravel()]
     return control, np.concatenate(parts)
 
 
@@ -306,7 +354,8 @@ def label_data_size(n_atoms: int, control: Mapping[str, Any]) -> int:
     """Length of the ``data`` array of :func:`label_message` (0: none is sent)."""
     if control["status"] != LabelStatus.OK.value:
         return 0
-    return 1 + 3 * n_atoms + (6 if control.get("has_stress") else 0)
+    n_states = int(control.get("n_states", 0))
+    return 1 + 3 * n_atoms + (6 if control.get("has_stress") else 0) + n_states * (1 + 3 * n_atoms)
 
 
 def label_from_message(atoms: Atoms, control: Mapping[str, Any], data: np.ndarray | None) -> Label:
@@ -314,17 +363,24 @@ def label_from_message(atoms: Atoms, control: Mapping[str, Any], data: np.ndarra
     atoms = atoms.copy()
     atoms.info.update(control.get("info", {}))
     n = len(atoms)
-    energy = forces = stress = None
+    energy = forces = stress = state_energies = state_forces = None
     if data is not None:
         energy, forces = float(data[0]), data[1 : 1 + 3 * n].reshape(n, 3)
+        i = 1 + 3 * n
         if control.get("has_stress"):
-            stress = data[1 + 3 * n : 7 + 3 * n]
+            stress, i = data[i : i + 6], i + 6
+        n_states = int(control.get("n_states", 0))
+        if n_states:
+            state_energies = data[i : i + n_states]
+            state_forces = data[i + n_states : i + n_states * (1 + 3 * n)].reshape(n_states, n, 3)
     return Label(
         atoms=atoms,
         status=LabelStatus(control["status"]),
         energy=energy,
         forces=forces,
         stress=stress,
+        state_energies=state_energies,
+        state_forces=state_forces,
         error=control["error"],
         wall_time_s=control["wall_time_s"],
         oracle=control["oracle"],
