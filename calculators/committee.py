@@ -46,57 +46,15 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .device import resolve_device, resolve_dtype
 from .graph import SpeciesTable, build_graph, total_charge
 from .model import CommitteeModel
 from .registry import get_backend
+from .state_results import STATE_PROPERTIES, state_results
 
 __all__ = ["STATE_PROPERTIES", "CommitteeCalculator", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: Results of a committee of several states only (module docstring).
-STATE_PROPERTIES = (
-    "state_energies",
-    "state_forces",
-    "gaps",
-    "state_energies_std",
-    "state_forces_std",
-    "state_energies_comm",
-    "state_forces_comm",
-)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU.
-
-    Raises:
-        ValueError: the device string is invalid or names an unavailable CUDA device.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}: {exc}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA devices")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32"``/``"float64"`` (or the torch dtypes) to a torch dtype."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return _DTYPES[dtype]
 
 
 class CommitteeCalculator(Calculator):
@@ -447,37 +405,10 @@ class CommitteeCalculator(Calculator):
         finally:
             self.model.train(was_training)
         e0 = self.model.e0_sum(graph)[None, :, None]
-        energy = (out["energy"].detach().double() + e0).cpu().numpy()  # [M, G, S]
-        forces = out["forces"].detach().double().cpu().numpy()  # [M, N, S, 3]
-        bounds = np.concatenate([[0], np.cumsum(graph.n_atoms.cpu().numpy())])
-        scale = self.force_std_scale
-        results = []
-        for g, active in enumerate(states):
-            e_comm = energy[:, g]  # [M, S]
-            f_comm = forces[:, bounds[g] : bounds[g + 1]].transpose(0, 2, 1, 3)  # [M, S, n, 3]
-            f_std = np.linalg.norm(f_comm.std(axis=0), axis=-1)  # [S, n]
-            e_mean = e_comm.mean(axis=0)
-            f_mean = f_comm.mean(axis=0)
-            worst = f_std.max(axis=0)
-            results.append(
-                {
-                    "energy": float(e_mean[active]),
-                    "free_energy": float(e_mean[active]),
-                    "forces": f_mean[active].copy(),
-                    "energy_std": float(e_comm[:, active].std()),
-                    "forces_std": scale * worst,
-                    "max_force_std": scale * float(worst.max()),
-                    "forces_std_raw": worst,
-                    "max_force_std_raw": float(worst.max()),
-                    "energy_comm": e_comm[:, active].copy(),
-                    "forces_comm": f_comm[:, active].copy(),
-                    "state_energies": e_mean,
-                    "state_forces": f_mean,
-                    "gaps": np.diff(e_mean),
-                    "state_energies_std": e_comm.std(axis=0),
-                    "state_forces_std": scale * f_std,
-                    "state_energies_comm": e_comm.copy(),
-                    "state_forces_comm": f_comm.copy(),
-                }
-            )
-        return results
+        return state_results(
+            (out["energy"].detach().double() + e0).cpu().numpy(),
+            out["forces"].detach().double().cpu().numpy(),
+            graph.n_atoms.cpu().numpy(),
+            states,
+            self.force_std_scale,
+        )

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pal_atoms.cli.options import MD_OPTIONS, SH_OPTIONS, TS_OPTIONS, with_oracles
 from pal_atoms.core.errors import InputError, LaunchError
-from pal_atoms.jobs.md_config import MODELS, ORACLES
 
 if TYPE_CHECKING:
     from pal_atoms.jobs.md import MDRunConfig
@@ -41,120 +41,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
             lines.append("last metrics: " + json.dumps(json.loads(last[0]), sort_keys=True))
     print("\n".join(lines))
     return 0
-
-
-_MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
-    # (flag, argparse kwargs, help) -- defaults are MDRunConfig's and shown by --help.
-    ("--out", {"type": Path}, "run directory"),
-    ("--charge", {"type": int}, "total charge of every frame (default: from the file, else 0)"),
-    ("--oracle", {"choices": list(ORACLES)}, "reference method"),
-    ("--method", {}, "oracle method (xtb: GFN2-xTB/GFN1-xTB; DFT: functional)"),
-    ("--basis", {}, "basis set for pyscf/turbomole"),
-    ("--model", {"choices": list(MODELS)}, "committee backend"),
-    ("--committee", {"type": int}, "committee members"),
-    (
-        "--model-option",
-        {"action": "append", "metavar": "KEY=VALUE", "dest": "model_options"},
-        "backend hyperparameter, repeatable, e.g. hidden_irreps=32x0e+32x1o",
-    ),
-    ("--temperature-K", {"type": float}, "MD temperature in K"),
-    ("--timestep-fs", {"type": float}, "MD time step in fs"),
-    ("--steps", {"type": int}, "MD steps per generator"),
-    ("--max-labels", {"type": int}, "stop after this many new oracle labels"),
-    ("--time-limit", {"type": float, "dest": "time_limit_s"}, "wall-time limit in s"),
-    (
-        "--training",
-        {"metavar": "{continuous,rounds}"},
-        "continuous (train without stopping, calibrated spread) or rounds",
-    ),
-    (
-        "--target-force-error",
-        {"type": float},
-        "expected worst-atom force error (calibrated max_force_std, eV/Å) below which a "
-        "prediction is trusted: the trust window's lower bound",
-    ),
-    ("--lower", {"type": float}, "trust window lower bound, eV/Å (default: the target)"),
-    ("--upper", {"type": float}, "trust window upper bound on max_force_std, eV/Å"),
-    ("--convergence-window", {"type": int}, "predictions in the window of the convergence stop"),
-    (
-        "--convergence-fraction",
-        {"type": float},
-        "converged below this uncertain fraction (and a validation plateau)",
-    ),
-    ("--final-check-ps", {"type": float}, "NVE check per system at the end, ps (0: none)"),
-    (
-        "--steps-per-label",
-        {"type": float},
-        "continuous training: optimizer steps per new label (label pace)",
-    ),
-    ("--generator-rate-hz", {"type": float}, "cap on MD steps per second per generator"),
-    (
-        "--queue-policy",
-        {"metavar": "{uncertainty,diverse}"},
-        "next structure to label: most uncertain, or uncertainty weighted by novelty",
-    ),
-    ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
-    ("--retrain-size", {"type": int}, "new labels that start a training round"),
-    ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
-    ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
-    ("--train-steps", {"type": int}, "optimizer steps per training round"),
-    (
-        "--oracle-timeout",
-        {"type": float, "dest": "oracle_timeout_s"},
-        "kill a label after this many s (labels then run in a child process)",
-    ),
-    ("--device", {}, "torch device: cpu, cuda, cuda:N (default: CUDA when available)"),
-    (
-        "--np",
-        {"type": int},
-        "processes (MPI ranks); 1 runs all kernels in one process, more start mpiexec "
-        "(>= 5); default: kernel ranks + one per generator up to the cores available; "
-        "ignored under mpiexec/srun",
-    ),
-    ("--prediction-ranks", {"type": int}, "prediction ranks under MPI"),
-    ("--oracle-ranks", {"type": int}, "oracle ranks under MPI"),
-    ("--training-ranks", {"type": int}, "training ranks under MPI"),
-    ("--seed", {"type": int}, "seed of everything random"),
-]
-
-
-_TS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
-    ("--driver", {"choices": ["sella", "neb"]}, "saddle search: Sella per frame, NEB per pair"),
-    ("--searches-per-frame", {"type": int}, "Sella searches per starting frame"),
-    ("--perturbation-A", {"type": float}, "random displacement of a Sella start, Å"),
-    ("--fmax-eV-A", {"type": float}, "convergence threshold on the largest force, eV/Å"),
-    ("--max-iterations", {"type": int}, "optimizer steps per attempt"),
-    ("--neb-images", {"type": int}, "movable images per NEB band"),
-]
-
-
-_SH_OPTIONS: list[tuple[str, dict[str, object], str]] = [
-    ("--states", {"type": int}, "electronic states, S0 included"),
-    ("--initial-state", {"type": int}, "state the trajectories start on (None: the highest)"),
-    ("--generators", {"type": int}, "surface-hopping generators"),
-    ("--trajectories", {"type": int}, "trajectories per generator"),
-    ("--duration-fs", {"type": float}, "length of one trajectory, fs"),
-    (
-        "--wigner-temperature-K",
-        {"type": float},
-        "vibrational temperature of the Wigner initial conditions, K",
-    ),
-    (
-        "--rescaling",
-        {"choices": ["gradient_difference", "velocity"]},
-        "velocity rescaling direction after a hop",
-    ),
-]
-
-
-def _with_oracles(
-    options: list[tuple[str, dict[str, object], str]], names: tuple[str, ...]
-) -> list[tuple[str, dict[str, object], str]]:
-    """``options`` with the ``--oracle`` choices of a job."""
-    return [
-        (flag, {**kw, "choices": list(names)} if flag == "--oracle" else kw, text)
-        for flag, kw, text in options
-    ]
 
 
 def _md_config(args: argparse.Namespace) -> MDRunConfig:
@@ -428,7 +314,7 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Parallel active learning on MD of the given structures. Every option "
         "can also be set in a TOML file (--config, keys as the option names, optionally "
         "under [md]); the command line wins.",
-        options=_MD_OPTIONS,
+        options=MD_OPTIONS,
     )
     _add_run_parser(
         sub,
@@ -442,7 +328,7 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "oracle and written to OUT/saddles.extxyz. Takes every option of 'pal-atoms md' "
         "(the MD ones make the held-out test set) plus the search options; TOML keys "
         "optionally under [ts].",
-        options=_MD_OPTIONS + _TS_OPTIONS,
+        options=MD_OPTIONS + TS_OPTIONS,
     )
 
     from pal_atoms.jobs.sh import SHRunConfig
@@ -459,7 +345,7 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "of the first frame of --system. Writes OUT/populations.csv and OUT/hops.csv. Takes "
         "every option of 'pal-atoms md' plus the surface-hopping options; TOML keys optionally "
         "under [sh].",
-        options=_with_oracles(_MD_OPTIONS, SHRunConfig.allowed_oracles()) + _SH_OPTIONS,
+        options=with_oracles(MD_OPTIONS, SHRunConfig.allowed_oracles()) + SH_OPTIONS,
     )
 
     p = sub.add_parser("status", parents=[common], help="progress of a running or finished run")
