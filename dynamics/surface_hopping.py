@@ -131,7 +131,9 @@ class SurfaceHoppingGenerator(Generator):
         self.masses = modes.atoms.get_masses()
         self.tracker = GapTracker(self.settings.timestep_fs)
         #: One dict per trajectory: ``status`` (running, complete, aborted), ``states``
-        #: (active state after each step, the start first), ``reason`` (why aborted).
+        #: (active state after each step, the start first), ``gaps_eV`` (gap between the
+        #: active state and the nearest other state after each step), ``reason`` (why
+        #: aborted).
         self.trajectories: list[dict[str, Any]] = []
         #: One dict per hop attempt: trajectory, time_fs, from, to, probability, gap_eV,
         #: frustrated.
@@ -148,7 +150,9 @@ class SurfaceHoppingGenerator(Generator):
         self.tracker.clear()
         self.policy.n_uncertain = 0
         self._results = None
-        self.trajectories.append({"status": "running", "states": [self.active], "reason": ""})
+        self.trajectories.append(
+            {"status": "running", "states": [self.active], "gaps_eV": [], "reason": ""}
+        )
 
     @property
     def n_complete(self) -> int:
@@ -212,6 +216,7 @@ class SurfaceHoppingGenerator(Generator):
                 self._results, first = self._predict(calc)
                 verdicts.append(first)
                 self.tracker.push(self._results["state_energies"], self.active)
+                self._record_gap(self._results)
             v = self.atoms.get_velocities()
             accel = self._results["state_forces"][self.active] / self.masses[:, None]
             v = v + 0.5 * dt * accel
@@ -226,6 +231,7 @@ class SurfaceHoppingGenerator(Generator):
         self._maybe_hop(results)
         self.step_in_trajectory += 1
         self.trajectories[-1]["states"].append(self.active)
+        self._record_gap(results)
         worst = worst_verdict(verdicts)
         assert worst is not None
         reason = self.policy.judge(worst)
@@ -238,6 +244,11 @@ class SurfaceHoppingGenerator(Generator):
             self._new_trajectory()
             return self._event(worst, Action.RESTART, "trajectory complete", calc, calls)
         return self._event(worst, Action.CONTINUE, "", calc, calls)
+
+    def _record_gap(self, results: dict[str, Any]) -> None:
+        energies = np.asarray(results["state_energies"], dtype=float)
+        others = np.delete(np.abs(energies - energies[self.active]), self.active)
+        self.trajectories[-1]["gaps_eV"].append(round(float(others.min()), 5))
 
     def _maybe_hop(self, results: dict[str, Any]) -> None:
         energies = np.asarray(results["state_energies"], dtype=float)

@@ -269,9 +269,12 @@ def _properties(committee: Calculator, atoms: Atoms) -> dict[str, np.ndarray]:
     work = atoms.copy()
     committee.reset()
     values: dict[str, np.ndarray] = {}
+    one_state = int(getattr(committee, "n_states", 1)) == 1
     for key in declared:
         if "stress" in key and not atoms.pbc.any():
             continue
+        if one_state and (key.startswith("state_") or key == "gaps"):
+            continue  # results of committees of several electronic states only
         try:
             values[key] = np.asarray(committee.get_property(key, work), dtype=float)
         except PropertyNotImplementedError as exc:

@@ -148,7 +148,7 @@ def export_mace(
             does not cover (or none given when it covers several), an unknown dtype.
     """
     from pal_atoms.calculators import CommitteeCalculator
-    from pal_atoms.calculators.committee import resolve_dtype
+    from pal_atoms.calculators.device import resolve_dtype
     from pal_atoms.core.compat import import_mace, keep_torch_load_safe
 
     path = Path(committee_dir)
@@ -164,6 +164,11 @@ def export_mace(
         name = {"schnet": "SchNet"}.get(backend, backend)
         raise InputError(
             f"export to mace format needs MACE members; {name} export is not supported"
+        )
+    if int(meta.get("n_states", 1)) > 1:
+        raise InputError(
+            f"the committee predicts {meta['n_states']} electronic states; a mace model file "
+            "holds one energy surface (load the committee with CommitteeCalculator.load)"
         )
     try:
         charges = sorted({int(q) for _, q in meta["species"]})

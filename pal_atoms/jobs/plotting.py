@@ -13,7 +13,9 @@ figures next to it (``DIR/plots`` by default):
   frames (``committee/`` and ``test_set.extxyz``);
 * ``calibration.png``: expected (calibrated spread) against observed force error on the
   held-out frames, with the miscalibration area
-  (:mod:`pal_atoms.jobs.plot_calibration`).
+  (:mod:`pal_atoms.jobs.plot_calibration`);
+* ``populations.png`` and ``gaps.png`` of a ``pal-atoms sh`` run
+  (:mod:`pal_atoms.jobs.plot_hopping`).
 
 A figure whose inputs are missing (a run still starting, a run without test set) is
 skipped with a log line, never an error. Figures are drawn on matplotlib's ``Agg``
@@ -34,6 +36,7 @@ from ase import Atoms
 
 from pal_atoms.core.errors import InputError, PalAtomsError, StoreError, StoreFormatError
 from pal_atoms.jobs.figures import new_figure, save_figure
+from pal_atoms.jobs.plot_hopping import HOPPING_FIGURES, plot_gaps, plot_populations
 from pal_atoms.workflow.metrics import read_metrics
 
 __all__ = ["FIGURES", "plot_parity", "plot_run"]
@@ -325,8 +328,9 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         out_dir: Folder for the figures (created); default ``run_dir/plots``.
 
     Returns:
-        Paths of the figures written, in the order of :data:`FIGURES` (those whose inputs
-        are missing are left out).
+        Paths of the figures written, in the order of :data:`FIGURES` and then
+        :data:`~pal_atoms.jobs.plot_hopping.HOPPING_FIGURES` (those whose inputs are
+        missing are left out).
 
     Raises:
         InputError: ``run_dir`` holds neither ``labels.h5`` nor ``metrics.jsonl``.
@@ -347,5 +351,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         _plot_uncertainty(metrics, store, t0, out / FIGURES[1]),
         _plot_learning_curve(points, out / FIGURES[2]),
         *_plot_run_committee(run, out / FIGURES[3], out / FIGURES[4]),
+        plot_populations(run, out / HOPPING_FIGURES[0]),
+        plot_gaps(run, out / HOPPING_FIGURES[1]),
     ]
     return [p for p in written if p is not None]

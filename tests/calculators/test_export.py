@@ -118,6 +118,14 @@ def test_cli(committees, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "SchNet export is not supported" in err
 
+    states = CommitteeCalculator.create(
+        "mace", elements=["H"], n_members=2, n_states=2, device="cpu", hidden_irreps="8x0e"
+    )
+    states_dir = states.save(tmp_path / "states")
+    assert cli_main(["-q", "export-model", str(states_dir), str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 electronic states" in err
+
 
 def test_mace_converts_an_export_for_lammps(committees, tmp_path):
     # mace's own converter (TorchScript model for the LAMMPS ML-MACE pair style).

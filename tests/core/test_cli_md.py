@@ -193,3 +193,17 @@ def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
     assert main([*argv, "--resume"]) == 0
     with LabelStore(out / "labels.h5", mode="r") as store:
         assert store.counts()["ok"] >= first_ok + 6
+
+
+def test_method_and_basis_reach_every_oracle_family():
+    from pal_atoms.oracles import make_oracle
+
+    from pal_atoms.jobs.setup import oracle_settings
+
+    assert oracle_settings("xtb", "GFN1-xTB", None) == {"method": "GFN1-xTB"}
+    for name in ("pyscf", "pyscf-excited", "turbomole"):
+        settings = oracle_settings(name, "PBE0", "def2-SVP")
+        assert settings == {"functional": "PBE0", "basis": "def2-SVP"}
+        oracle = make_oracle(name, **settings)
+        assert oracle.settings["functional"] == "PBE0"
+    assert make_oracle("xtb", **oracle_settings("xtb", "GFN1-xTB", None)).method == "GFN1-xTB"

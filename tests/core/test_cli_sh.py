@@ -16,13 +16,15 @@ from pal_atoms.store import LabelStore
 
 pytest.importorskip("pyscf", reason="the excited-state oracle needs PySCF")
 
-#: A run that fits a CI budget: minimal basis, few labels, 10-step trajectories that every
-#: prediction may finish (lower 0, upper 100: everything uncertain, nothing untrusted).
+#: A run that fits a CI budget: minimal basis, few labels, 5-step trajectories that every
+#: prediction may finish (lower 0, upper 100: everything uncertain, nothing untrusted), so
+#: the run ends when the generators are done (the time limit is only a safety cap).
 FAST = [
     "--basis", "sto-3g", "--committee", "2", "--model", "schnet",
     "--test-per-frame", "2", "--bootstrap-per-frame", "3", "--generators", "2",
-    "--trajectories", "2", "--duration-fs", "2.5", "--lower", "0", "--upper", "100",
-    "--patience", "50", "--time-limit", "15", "--final-check-ps", "0",
+    "--trajectories", "1", "--duration-fs", "2.5", "--lower", "0", "--upper", "100",
+    "--patience", "50", "--time-limit", "400", "--final-check-ps", "0",
+    "--steps-per-label", "1", "--generator-rate-hz", "1000",
 ]  # fmt: skip
 
 
@@ -65,6 +67,9 @@ def test_short_sh_run_in_one_process(tmp_path, capsys):
     argv = ["sh", "--system", str(_formaldehyde(tmp_path)), "--out", str(out), "--np", "1"]
     assert main([*argv, *FAST]) == 0
     _check_run(out, capsys.readouterr().out)
+    assert main(["plot", str(out)]) == 0  # populations and gaps along the trajectories
+    assert (out / "plots" / "populations.png").stat().st_size > 0
+    assert (out / "plots" / "gaps.png").stat().st_size > 0
 
 
 @pytest.mark.mpi
