@@ -351,7 +351,15 @@ class CommitteeCalculator(Calculator):
         if self.n_states > 1:
             return self._predict_states(structures)
         periodic = any(a.pbc.any() for a in structures)
-        graph, out = self._evaluate(structures, stress=periodic)
+        graph = build_graph(
+            structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
+        )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(graph, forces=True, stress=periodic)
+        finally:
+            self.model.train(was_training)
         energy = (out["energy"].detach().double() + self.model.e0_sum(graph)[None]).cpu().numpy()
         forces = out["forces"].detach().double().cpu().numpy()
         stress = out["stress"].detach().double().cpu().numpy() if periodic else None
@@ -382,24 +390,20 @@ class CommitteeCalculator(Calculator):
             results.append(res)
         return results
 
-    def _evaluate(self, structures: Sequence[Atoms], *, stress: bool) -> tuple[Any, Any]:
-        """The batched graph of ``structures`` and the model's output on it (eval mode)."""
+    def _predict_states(self, structures: Sequence[Atoms]) -> list[dict[str, Any]]:
+        """:meth:`predict_batch` of a committee of several states (module docstring)."""
+        states = [self._state_of(a) for a in structures]
+        if any(a.pbc.any() for a in structures):
+            raise ValueError("a committee of several states takes molecules (no periodic cell)")
         graph = build_graph(
             structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
         )
         was_training = self.model.training
         self.model.eval()
         try:
-            return graph, self.model(graph, forces=True, stress=stress)
+            out = self.model(graph, forces=True)
         finally:
             self.model.train(was_training)
-
-    def _predict_states(self, structures: Sequence[Atoms]) -> list[dict[str, Any]]:
-        """:meth:`predict_batch` of a committee of several states (module docstring)."""
-        states = [self._state_of(a) for a in structures]
-        if any(a.pbc.any() for a in structures):
-            raise ValueError("a committee of several states takes molecules (no periodic cell)")
-        graph, out = self._evaluate(structures, stress=False)
         e0 = self.model.e0_sum(graph)[None, :, None]
         return state_results(
             (out["energy"].detach().double() + e0).cpu().numpy(),

@@ -154,12 +154,6 @@ class Generator(abc.ABC):
     def restore(self, state: dict[str, Any]) -> None:
         """Resume from a dictionary made by :meth:`state` of a generator of this kind."""
 
-    @staticmethod
-    def _check_max_steps(max_steps: int | None) -> None:
-        """The ``max_steps`` argument of :meth:`irun`: ``None`` or >= 0."""
-        if max_steps is not None and max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
-
     def run(self, client: PredictionClient, max_steps: int | None = None) -> list[GeneratorEvent]:
         """Run ``irun`` to its end and return all events."""
         return list(self.irun(client, max_steps))

@@ -122,7 +122,8 @@ class DriverGenerator(Generator):
         self, client: PredictionClient, max_steps: int | None = None
     ) -> Iterator[GeneratorEvent]:
         """Drive the optimizer, one event per driver step (see :meth:`Generator.irun`)."""
-        self._check_max_steps(max_steps)
+        if max_steps is not None and max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
         taken = 0
         while not self.done and (max_steps is None or taken < max_steps):
             calc = self._calc

@@ -184,7 +184,8 @@ class MDGenerator(Generator):
         self, client: PredictionClient, max_steps: int | None = None
     ) -> Iterator[GeneratorEvent]:
         """Propagate, one event per MD step (see :meth:`Generator.irun`)."""
-        self._check_max_steps(max_steps)
+        if max_steps is not None and max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
         taken = 0
         while not self.done and (max_steps is None or taken < max_steps):
             calc = self._connect(client)

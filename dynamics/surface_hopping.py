@@ -184,6 +184,12 @@ class SurfaceHoppingGenerator(Generator):
                 "surface hopping needs predictions of several states (a committee created "
                 "with n_states > 1)"
             )
+        n_states = len(results["state_energies"])
+        if self.settings.initial_state >= n_states:
+            raise ValueError(
+                f"initial_state {self.settings.initial_state} out of range: the committee "
+                f"predicts {n_states} states"
+            )
         assert calc.last_verdict is not None
         return results, calc.last_verdict
 
@@ -192,7 +198,8 @@ class SurfaceHoppingGenerator(Generator):
         self, client: PredictionClient, max_steps: int | None = None
     ) -> Iterator[GeneratorEvent]:
         """Propagate, one event per time step (see :meth:`Generator.irun`)."""
-        self._check_max_steps(max_steps)
+        if max_steps is not None and max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
         taken = 0
         while not self.done and (max_steps is None or taken < max_steps):
             yield self._one_step(self._connect(client))
@@ -207,12 +214,6 @@ class SurfaceHoppingGenerator(Generator):
         try:
             if self._results is None:  # the start of a trajectory
                 self._results, first = self._predict(calc)
-                n_states = len(self._results["state_energies"])
-                if s.initial_state >= n_states:
-                    raise ValueError(
-                        f"initial_state {s.initial_state} out of range: the committee "
-                        f"predicts {n_states} states"
-                    )
                 verdicts.append(first)
                 self.tracker.push(self._results["state_energies"], self.active)
                 self._record_gap(self._results)
