@@ -13,8 +13,9 @@ from __future__ import annotations
 from .backend import BackboneInput, Backend, register_backend
 from .calibration import ForceCalibration, calibration_curve, fit_force_calibration
 from .committee import CommitteeCalculator
-from .graph import SpeciesTable
+from .delta import DeltaCalculator, delta_labels
 from .registry import get_backend
+from .species import SpeciesEncoding, SpeciesTable
 from .stream import Publish, StreamingTrainer, StreamSettings, is_validation
 from .training import CommitteeTrainer, TrainerSettings
 
@@ -23,13 +24,16 @@ __all__ = [
     "Backend",
     "CommitteeCalculator",
     "CommitteeTrainer",
+    "DeltaCalculator",
     "ForceCalibration",
     "Publish",
+    "SpeciesEncoding",
     "SpeciesTable",
     "StreamSettings",
     "StreamingTrainer",
     "TrainerSettings",
     "calibration_curve",
+    "delta_labels",
     "fit_force_calibration",
     "get_backend",
     "is_validation",

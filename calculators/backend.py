@@ -25,7 +25,8 @@ class BackboneInput:
 
     Attributes:
         species: Species index of each node. Shape: ``[n_nodes]``.
-        one_hot: One-hot species encoding. Shape: ``[n_nodes, n_species]``.
+        one_hot: Node attributes: the species one-hot, or element, charge and spin one-hots
+            side by side (factorised species encoding). Shape: ``[n_nodes, n_attributes]``.
         vectors: Edge vectors receiver minus sender in Å. Shape: ``[n_edges, 3]``.
         edge_index: ``(sender, receiver)``. Shape: ``[2, n_edges]``.
     """
@@ -57,6 +58,9 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: Default hyperparameters (JSON-serialisable); must contain ``r_max`` (Å).
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Whether the backbone reads ``BackboneInput.one_hot`` linearly (any node attributes,
+    #: e.g. the factorised species encoding) rather than embedding ``species`` by index.
+    reads_node_attributes: ClassVar[bool] = True
     #: Context manager factory under which ``torch.func.vmap`` over stacked member weights
     #: works for this backend's modules, or ``None`` if the backend cannot be vmapped
     #: (members are then evaluated one after another). Subclasses set it to

@@ -47,9 +47,10 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .device import resolve_device, resolve_dtype
-from .graph import SpeciesTable, build_graph, total_charge
+from .graph import build_graph
 from .model import CommitteeModel
 from .registry import get_backend
+from .species import SpeciesEncoding, SpeciesTable, charge_and_spin, resolve_numbers
 from .state_results import STATE_PROPERTIES, state_results
 
 __all__ = ["STATE_PROPERTIES", "CommitteeCalculator", "resolve_device", "resolve_dtype"]
@@ -62,9 +63,10 @@ class CommitteeCalculator(Calculator):
 
     Build with :meth:`create` (untrained) or :meth:`load`; train with
     :class:`~pal_atoms.calculators.training.CommitteeTrainer`. Structures carry their total
-    charge in ``atoms.info["charge"]`` (default 0); each (element, charge) pair the
-    committee was built for is a node type of the model (see
-    :class:`~pal_atoms.calculators.graph.SpeciesTable`). Results are defined in the module
+    charge in ``atoms.info["charge"]`` (default 0) and, for a spin-aware committee, their
+    multiplicity in ``atoms.info["multiplicity"]`` (default the lowest); each element at
+    each charge and multiplicity the committee was built for is a species (see
+    :mod:`~pal_atoms.calculators.species`). Results are defined in the module
     docstring.
 
     Args:
@@ -101,7 +103,7 @@ class CommitteeCalculator(Calculator):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.metadata.setdefault("history", [])
         self.metadata.setdefault("e0_fitted", False)
-        self._charge: int | None = None
+        self._charge: tuple[int, object] | None = None
         self._state: int | None = None
         self.active_state = active_state
 
@@ -114,6 +116,8 @@ class CommitteeCalculator(Calculator):
         elements: Sequence[str] | None = None,
         atomic_numbers: Sequence[int] | None = None,
         charges: Sequence[int] = (0,),
+        multiplicities: Sequence[int] | None = None,
+        species_encoding: str = "factorised",
         n_members: int = 4,
         mode: str = "full",
         seed: int = 0,
@@ -128,7 +132,14 @@ class CommitteeCalculator(Calculator):
             backend: ``"mace"`` or ``"schnet"`` (or a registered backend name).
             elements: Chemical symbols covered, e.g. ``["Bi"]``; or give ``atomic_numbers``.
             atomic_numbers: Atomic numbers covered.
-            charges: Total charges covered (every element at every charge is a node type).
+            charges: Total charges covered.
+            multiplicities: Spin multiplicities covered (from ``atoms.info["multiplicity"]``,
+                default the lowest for the electron count); ``None``: spin-blind, the
+                committee does not see a structure's spin state.
+            species_encoding: ``"factorised"`` (element, charge and spin one-hots side by
+                side: charge states share the element's embedding) or ``"joint"`` (each
+                (element, charge, multiplicity) its own node type; SchNet supports only
+                this). See :mod:`~pal_atoms.calculators.species`.
             n_members: Committee size (>= 1; >= 2 for a meaningful uncertainty).
             mode: ``"full"`` (independent members) or ``"shared"`` (one backbone with
                 ``n_members`` readout heads: the cheap mode).
@@ -141,25 +152,19 @@ class CommitteeCalculator(Calculator):
         Raises:
             ValueError: unknown backend, element, hyperparameter, device or dtype.
         """
-        from ase.data import atomic_numbers as table
-
-        if (elements is None) == (atomic_numbers is None):
-            raise ValueError("give exactly one of elements= or atomic_numbers=")
-        if elements is not None:
-            unknown = [s for s in elements if s not in table]
-            if unknown:
-                raise ValueError(f"unknown element symbol(s) {unknown}")
-            numbers = [table[s] for s in elements]
-        else:
-            numbers = [int(z) for z in atomic_numbers or ()]
-        species = SpeciesTable.from_elements(numbers, charges)
+        numbers = resolve_numbers(elements, atomic_numbers)
         impl = get_backend(backend)
+        encoding = SpeciesEncoding.parse(species_encoding)
+        if not impl.reads_node_attributes:
+            encoding = SpeciesEncoding.JOINT  # nothing else to choose for such a backend
+        species = SpeciesTable.from_elements(numbers, charges, multiplicities, encoding)
         hyper = impl.hyperparameters(hyperparameters)
         torch_dtype = resolve_dtype(dtype)
         dev = resolve_device(device)
         model = CommitteeModel(
-            impl, len(species), hyper, n_members, mode=mode, seed=seed, n_states=n_states
-        ).to(torch_dtype)
+            impl, len(species), hyper, n_members, mode=mode, seed=seed, n_states=n_states,
+            node_attributes=species.attributes(),
+        ).to(torch_dtype)  # fmt: skip
         meta = {"seed": seed}
         return cls(model, species, device=dev, metadata=meta)
 
@@ -311,9 +316,9 @@ class CommitteeCalculator(Calculator):
 
     # ------------------------------------------------------------------ prediction
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
-        """ASE's checks plus the total charge in ``atoms.info``."""
+        """ASE's checks plus the total charge and multiplicity in ``atoms.info``."""
         changes = super().check_state(atoms, tol)
-        if self.atoms is not None and total_charge(atoms) != self._charge:
+        if self.atoms is not None and charge_and_spin(atoms) != self._charge:
             changes.append("initial_charges")
         if self.atoms is not None and self._state_of(atoms) != self._state:
             changes.append("state")
@@ -328,7 +333,7 @@ class CommitteeCalculator(Calculator):
         """Evaluate all members on ``atoms`` and fill :attr:`results` with every key."""
         super().calculate(atoms, properties, system_changes)
         assert self.atoms is not None
-        self._charge = total_charge(self.atoms)
+        self._charge = charge_and_spin(self.atoms)
         self._state = self._state_of(self.atoms)
         self.results = self.predict_batch([self.atoms])[0]
 

@@ -1,10 +1,9 @@
-"""Species (element, total charge) and batched neighbour graphs for committee backends.
+"""Batched neighbour graphs for committee backends.
 
-A committee sees a structure as a graph: nodes are atoms, each with a *species* index,
-edges join atoms closer than the cutoff (both directions, periodic images included).
-Species are ``(atomic number, total charge of the structure)`` pairs, so the same element
-in a cluster of another total charge gets its own learned embedding and its own E0. This
-is the simplest charge-aware scheme that every message-passing backend supports unchanged.
+A committee sees a structure as a graph: nodes are atoms, each with a *species* index
+(element, total charge and multiplicity of the structure: see
+:mod:`~pal_atoms.calculators.species`), edges join atoms closer than the cutoff (both
+directions, periodic images included).
 """
 
 from __future__ import annotations
@@ -15,93 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
 from ase.neighborlist import neighbor_list
 
-from pal_atoms.core.checks import validate_structure
-from pal_atoms.core.errors import StructureError
+from .species import SpeciesTable, total_charge
 
 __all__ = ["Graph", "SpeciesTable", "build_graph", "total_charge"]
-
-
-def total_charge(atoms: Atoms) -> int:
-    """Total charge of ``atoms`` in elementary charges, read from ``atoms.info``.
-
-    Reads ``info["charge"]`` (or ``info["total_charge"]``); a missing key means 0.
-
-    Raises:
-        StructureError: the value is not an integer.
-    """
-    for key in ("charge", "total_charge"):
-        value = atoms.info.get(key)
-        if value is not None:
-            try:
-                as_float = float(value)
-            except (TypeError, ValueError):
-                raise StructureError(f"atoms.info[{key!r}] = {value!r} is not a number") from None
-            if not as_float.is_integer():
-                raise StructureError(f"atoms.info[{key!r}] = {value!r} is not an integer")
-            return int(as_float)
-    return 0
-
-
-@dataclass(frozen=True)
-class SpeciesTable:
-    """The node types of a committee: ordered ``(atomic number, total charge)`` pairs.
-
-    Attributes:
-        pairs: Species as ``(Z, charge)``; the index in this tuple is the node type.
-    """
-
-    pairs: tuple[tuple[int, int], ...]
-
-    @classmethod
-    def from_elements(cls, numbers: Sequence[int], charges: Sequence[int] = (0,)) -> SpeciesTable:
-        """Every combination of the given atomic numbers and total charges, sorted."""
-        if len(numbers) == 0:
-            raise ValueError("a committee needs at least one element")
-        if len(charges) == 0:
-            raise ValueError("a committee needs at least one total charge (e.g. charges=(0,))")
-        for z in numbers:
-            if not 1 <= int(z) < len(chemical_symbols):
-                raise ValueError(f"unknown atomic number {z}")
-        pairs = sorted({(int(z), int(q)) for z in numbers for q in charges})
-        return cls(tuple(pairs))
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    @property
-    def numbers(self) -> list[int]:
-        """Atomic numbers covered, sorted."""
-        return sorted({z for z, _ in self.pairs})
-
-    @property
-    def charges(self) -> list[int]:
-        """Total charges covered, sorted."""
-        return sorted({q for _, q in self.pairs})
-
-    def indices(self, atoms: Atoms, what: str = "structure") -> np.ndarray:
-        """Species index of every atom of ``atoms``, shape ``(n_atoms,)``.
-
-        Raises:
-            StructureError: empty structure, non-finite coordinates, an element or total
-                charge the committee was not built for.
-        """
-        validate_structure(atoms, min_distance_A=None, allowed_numbers=self.numbers, what=what)
-        q = total_charge(atoms)
-        lookup = {pair: i for i, pair in enumerate(self.pairs)}
-        out = np.empty(len(atoms), dtype=np.int64)
-        for k, z in enumerate(atoms.numbers.tolist()):
-            idx = lookup.get((z, q))
-            if idx is None:
-                covered = ", ".join(f"{chemical_symbols[a]}({b:+d})" for a, b in self.pairs)
-                raise StructureError(
-                    f"{what}: {chemical_symbols[z]} at total charge {q:+d} is not covered by "
-                    f"this committee (covered element(charge) pairs: {covered})"
-                )
-            out[k] = idx
-        return out
 
 
 @dataclass

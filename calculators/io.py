@@ -4,7 +4,8 @@ Layout of a committee directory::
 
     committee.json   format version, pal-atoms version, backend, mode, n_members,
                      n_states (absent before 0.x: 1), dtype,
-                     species [(Z, charge), ...], hyperparameters, E0s (eV), scale, shift,
+                     species [(Z, charge, multiplicity), ...] (pairs before 0.x: spin-blind),
+                     species_encoding (absent: joint), hyperparameters, E0s (eV), scale, shift,
                      training history
     weights.pt       the model's state dict (tensors only; loaded with weights_only=True)
 
@@ -24,9 +25,9 @@ import pal_atoms
 from pal_atoms.core.compat import torch_load
 from pal_atoms.core.errors import ModelError
 
-from .graph import SpeciesTable
 from .model import CommitteeModel
 from .registry import get_backend
+from .species import SpeciesTable
 
 if TYPE_CHECKING:
     from .committee import CommitteeCalculator
@@ -55,12 +56,13 @@ def save_committee(committee: CommitteeCalculator, directory: str | Path) -> Pat
         "n_members": model.n_members,
         "n_states": model.n_states,
         "dtype": str(committee.dtype).removeprefix("torch."),
-        "species": [list(p) for p in committee.species.pairs],
+        "species": [list(k) for k in committee.species.keys],
+        "species_encoding": committee.species.encoding.value,
         "cutoff_A": committee.cutoff,
         "hyperparameters": model.hyper,
         "e0_eV": {
-            f"{z}:{q}": float(e)
-            for (z, q), e in zip(committee.species.pairs, model.e0.tolist(), strict=True)
+            ":".join(str(v) for v in key): float(e)
+            for key, e in zip(committee.species.keys, model.e0.tolist(), strict=True)
         },
         "scale": float(model.scale),
         "shift": float(model.shift),
@@ -96,7 +98,7 @@ def load_committee(
             f"format {meta['format_version']} > {FORMAT_VERSION}"
         )
     try:
-        species = SpeciesTable(tuple((int(z), int(q)) for z, q in meta["species"]))
+        species = SpeciesTable.from_metadata(meta["species"], meta.get("species_encoding", "joint"))
         backend = get_backend(meta["backend"])
         model = CommitteeModel(
             backend,
@@ -106,6 +108,7 @@ def load_committee(
             mode=meta["mode"],
             seed=int(meta.get("seed", 0)),
             n_states=int(meta.get("n_states", 1)),
+            node_attributes=species.attributes(),
         )
         model.to(getattr(torch, meta["dtype"]))
         model.load_state_dict(torch_load(path / _WEIGHTS))

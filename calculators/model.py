@@ -28,6 +28,7 @@ import torch
 
 from .backend import BackboneInput, Backend
 from .graph import Graph
+from .species import node_attribute_table
 
 __all__ = ["MODES", "CommitteeModel", "StateHeads"]
 
@@ -64,6 +65,8 @@ class CommitteeModel(torch.nn.Module):
         mode: ``"full"`` (independent members) or ``"shared"`` (one backbone, N heads).
         seed: Seed of the initial weights; member ``m`` is built under ``seed + m``.
         n_states: Electronic states predicted per structure (>= 1).
+        node_attributes: Per-species node attributes ``[n_species, n_attributes]``
+            (:meth:`SpeciesTable.attributes`; ``None``: one-hot), the backend's input.
     """
 
     # Buffers registered in ``__init__`` (declared here so type checkers see tensors, not
@@ -71,6 +74,7 @@ class CommitteeModel(torch.nn.Module):
     e0: torch.Tensor
     scale: torch.Tensor
     shift: torch.Tensor
+    attributes: torch.Tensor
 
     def __init__(
         self,
@@ -82,8 +86,10 @@ class CommitteeModel(torch.nn.Module):
         mode: str = "full",
         seed: int = 0,
         n_states: int = 1,
+        node_attributes: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        attributes = node_attribute_table(node_attributes, n_species, backend)
         if n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {n_states}")
         if mode not in MODES:
@@ -93,6 +99,8 @@ class CommitteeModel(torch.nn.Module):
         self.backend = backend
         self.hyper = dict(hyper)
         self.n_species = n_species
+        #: Width of the node attributes, the node types the backend is built for.
+        self.n_attributes = int(attributes.shape[1])
         self.n_members = n_members
         self.mode = mode
         self.n_states = n_states
@@ -104,6 +112,8 @@ class CommitteeModel(torch.nn.Module):
         self.register_buffer("e0", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
+        # Derived from the species table on load, so not part of the saved weights.
+        self.register_buffer("attributes", attributes, persistent=False)
         #: Evaluate a full committee member-batched (vmap) at inference when possible.
         self.batched = True
         self._vmap_failed = False
@@ -119,7 +129,7 @@ class CommitteeModel(torch.nn.Module):
     def _build(self, builder: Any, seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return builder(self.n_species, self.hyper)
+            return builder(self.n_attributes, self.hyper)
 
     def _build_head(self, seed: int) -> torch.nn.Module:
         if self.n_states == 1:
@@ -320,7 +330,7 @@ class CommitteeModel(torch.nn.Module):
         batched: bool = False,
     ) -> torch.Tensor:
         dtype = self.scale.dtype
-        one_hot = torch.nn.functional.one_hot(graph.species, self.n_species).to(dtype)
+        one_hot = self.attributes[graph.species].to(dtype)
         n_sel, n_nodes = pos.shape[0], pos.shape[1]
         if self.mode == "shared":
             # The backbone runs once on n_sel disjoint replicas of the graph (one batched
@@ -358,7 +368,7 @@ class CommitteeModel(torch.nn.Module):
         from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
         dtype = self.scale.dtype
-        one_hot = torch.nn.functional.one_hot(graph.species, self.n_species).to(dtype)
+        one_hot = self.attributes[graph.species].to(dtype)
         bb_p, bb_b = stack_module_state([self.backbones[m] for m in sel])
         hd_p, hd_b = stack_module_state([self.heads[m] for m in sel])
         bb0, hd0 = self.backbones[sel[0]], self.heads[sel[0]]

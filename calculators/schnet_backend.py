@@ -47,6 +47,7 @@ class SchNetBackend(Backend):
     """SchNet (Schütt et al. 2018): 64 features, 3 interactions, 20 Gaussians, 5 Å cutoff."""
 
     name: ClassVar[str] = "schnet"
+    reads_node_attributes: ClassVar[bool] = False  # schnetpack embeds atomic numbers
     defaults: ClassVar[Mapping[str, Any]] = {
         "r_max": 5.0,
         "n_atom_basis": 64,

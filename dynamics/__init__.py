@@ -20,6 +20,7 @@ from .base import (
     check_geometry,
     n_fragments,
 )
+from .bias import BiasCalculator, DistanceCV, UmbrellaBias
 from .clusters import build_bi_clusters, random_cluster
 from .driven import DriverGenerator, DynamicsGenerator
 from .forwarding import (
@@ -33,12 +34,15 @@ from .md import INTEGRATORS, MDGenerator, MDSettings
 from .mpi_safety import local_comm, open_trajectory, write_frames
 from .reference_md import reference_md_frames
 from .sampling import rattle_sample
+from .transfer import TransferSampler, TransferSettings
 from .ts import NEBGenerator, NEBSettings, SellaGenerator, SellaSettings
 
 __all__ = [
     "INTEGRATORS",
     "UNCERTAINTY_KEYS",
     "Action",
+    "BiasCalculator",
+    "DistanceCV",
     "DriverGenerator",
     "DynamicsGenerator",
     "ForwardingCalculator",
@@ -54,6 +58,9 @@ __all__ = [
     "SelectedGeometry",
     "SellaGenerator",
     "SellaSettings",
+    "TransferSampler",
+    "TransferSettings",
+    "UmbrellaBias",
     "UnphysicalStateError",
     "atoms_from_dict",
     "atoms_to_dict",

@@ -39,6 +39,7 @@ from .base import (
     atoms_to_dict,
     check_geometry,
 )
+from .bias import BiasCalculator, UmbrellaBias
 from .forwarding import ForwardingCalculator, UnphysicalStateError
 from .frames import FrameWriter
 from .md_settings import INTEGRATORS, MDSettings
@@ -66,6 +67,9 @@ class MDGenerator(Generator):
         generator_id: Id of this generator.
         trajectory: Optional frame file (``.traj``, ``.h5``/``.hdf5``, ``.xyz``) written
             every ``settings.traj_interval`` steps by this rank alone.
+        bias: Optional restraint on a reaction coordinate (umbrella or steered MD, see
+            :mod:`~pal_atoms.dynamics.bias`). Only the integrator sees it: verdicts,
+            energies and frames are those of the unbiased committee.
 
     Raises:
         StructureError: The starting structure is unusable (atoms closer than
@@ -80,10 +84,14 @@ class MDGenerator(Generator):
         settings: MDSettings | None = None,
         generator_id: int = 0,
         trajectory: str | Path | None = None,
+        bias: UmbrellaBias | None = None,
     ) -> None:
         super().__init__(generator_id=generator_id)
         self.settings = settings if settings is not None else MDSettings()
         s = self.settings
+        self.bias = bias
+        if bias is not None:
+            bias.cv.check(atoms)
         validate_structure(atoms, min_distance_A=s.min_distance_A, what="MD starting structure")
         try:
             check_geometry(atoms, min_distance_A=None, max_distance_A=s.max_distance_A)
@@ -172,12 +180,21 @@ class MDGenerator(Generator):
             if self._calc is not None:
                 calc.step = self._calc.step
             self._calc = calc
-            self.atoms.calc = calc
+            self._attach(calc)
         if self._dyn is None:
             self._dyn = self._build_dynamics()
         if self.trajectory is not None and self._writer is None:
             self._writer = FrameWriter(self.trajectory, append=self._append_frames)
         return self._calc
+
+    def _attach(self, calc: ForwardingCalculator) -> None:
+        """Put ``calc`` (wrapped in the bias, if any) on the atoms the integrator moves."""
+        self.atoms.calc = calc if self.bias is None else BiasCalculator(calc, self.bias)
+
+    @property
+    def cv(self) -> float | None:
+        """Value of the biased reaction coordinate now, in Å (``None`` without a bias)."""
+        return None if self.bias is None else self.bias.cv(self.atoms)
 
     # ---------------------------------------------------------------- running
     def irun(
@@ -198,6 +215,8 @@ class MDGenerator(Generator):
         assert dyn is not None
         self.step += 1
         self._set_temperature(s.target_temperature_K(self.step))
+        if isinstance(self.atoms.calc, BiasCalculator):
+            self.atoms.calc.step = self.step  # a steered centre moves with the step
         calls = calc.step
         problem = ""
         try:
@@ -367,4 +386,4 @@ class MDGenerator(Generator):
                 old.client, generator_id=self.generator_id, guard=old.guard
             )
             self._calc.step = old.step
-            self.atoms.calc = self._calc
+            self._attach(self._calc)

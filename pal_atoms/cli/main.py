@@ -109,7 +109,13 @@ def _add_exchange(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
 def _cmd_export_model(args: argparse.Namespace) -> int:
     from pal_atoms.jobs.export import export_mace
 
-    for path in export_mace(args.committee, args.out, charge=args.charge, dtype=args.dtype):
+    for path in export_mace(
+        args.committee,
+        args.out,
+        charge=args.charge,
+        multiplicity=args.multiplicity,
+        dtype=args.dtype,
+    ):
         print(path)
     return EXIT_OK
 
@@ -120,7 +126,7 @@ def _add_export_model(sub: argparse._SubParsersAction, common: argparse.Argument
         parents=[common],
         help="write each committee member as a mace model file",
         description="Write member_<m>.model files that mace.calculators.MACECalculator("
-        "model_paths=...) loads (MACE committees only; one total charge per export). They "
+        "model_paths=...) loads (MACE committees only; one charge and spin state per export). They "
         "are pickled modules: torch >= 2.6 loads them only with "
         "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which importing mace.calculators sets (set it "
         "yourself if mace.calculators was imported earlier in a process that also runs "
@@ -129,6 +135,12 @@ def _add_export_model(sub: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("committee", help="committee directory (committee.json, weights.pt)")
     p.add_argument("out", help="folder for the model files (created if needed)")
     p.add_argument("--charge", type=int, default=None, help="total charge to export")
+    p.add_argument(
+        "--multiplicity",
+        type=int,
+        default=None,
+        help="spin multiplicity to export (spin-aware committees covering several)",
+    )
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.set_defaults(func=_cmd_export_model)
 

@@ -63,6 +63,14 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
         "next structure to label: most uncertain, or uncertainty weighted by novelty",
     ),
     ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
+    (
+        "--transfer",
+        {"metavar": "D,H,A"},
+        "atom transfer donor,H,acceptor indices: steer MD along d(D-H)-d(A-H) to the "
+        "mirror value (default: atoms.info['transfer'] of each frame, if any)",
+    ),
+    ("--bias-k-eV-A2", {"type": float}, "force constant of the steering restraint, eV/Å²"),
+    ("--steer-steps", {"type": int}, "MD steps over which the steering centre moves"),
     ("--retrain-size", {"type": int}, "new labels that start a training round"),
     ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
     ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),

@@ -3,10 +3,12 @@
 Each member becomes a genuine ``mace.modules.ScaleShiftMACE``, pickled whole with
 ``torch.save`` as mace itself does, so ``mace.calculators.MACECalculator(model_paths=...)``
 loads it and gives the member's energies and forces. Its node types are the chemical
-elements (in atomic-number order) of one total charge: a pal-atoms node type is an
-(element, charge) pair, so the per-species weights (node embedding, skip connections,
-symmetric contractions) are sliced to the species of that charge, and the E0s, energy
-scale and shift go into the module's ``atomic_energies_fn`` and ``scale_shift``.
+elements (in atomic-number order) of one charge and spin state: a pal-atoms species is an
+(element, charge, multiplicity) triple, so the per-species weights (node embedding, skip
+connections, symmetric contractions) are folded onto the elements of that state (the
+node attributes of a species are linear in MACE: a factorised element + charge + spin
+attribute folds into one element row exactly), and the E0s, energy scale and shift go
+into the module's ``atomic_energies_fn`` and ``scale_shift``.
 
 Loading a pickled module runs code from the file: ``MACECalculator`` calls a plain
 ``torch.load``, which under torch >= 2.6 only works with
@@ -63,11 +65,21 @@ def _build(
     return module
 
 
-def _slice(key: str, value: torch.Tensor, old: Any, new: Any, idx: list[int]) -> torch.Tensor:
-    """The weight ``key`` of ``old`` restricted to node types ``idx`` (as ``new`` lays it out).
+def _fold_axis(w: torch.Tensor, axis: int, fold: torch.Tensor) -> torch.Tensor:
+    """``fold @ w`` along ``axis`` (the node-attribute axis of a per-species weight)."""
+    moved = w.movedim(axis, 0)
+    out = (fold @ moved.reshape(moved.shape[0], -1)).reshape(fold.shape[0], *moved.shape[1:])
+    return out.movedim(0, axis)
 
-    e3nn normalises a path by its fan-in, which shrinks with the number of node types, so
-    sliced e3nn weights are rescaled by ``old path_weight / new path_weight``.
+
+def _slice(key: str, value: torch.Tensor, old: Any, new: Any, fold: torch.Tensor) -> torch.Tensor:
+    """The weight ``key`` of ``old`` on the exported elements (as ``new`` lays it out).
+
+    ``fold`` (shape ``[n_elements, n_attributes]``) holds the node attributes of the
+    exported species: row selection for the joint encoding, element + charge + spin rows
+    summed for the factorised one. e3nn normalises a path by its fan-in, which changes
+    with the number of node attributes, so folded e3nn weights are rescaled by
+    ``old path_weight / new path_weight``.
     """
     from e3nn import o3
 
@@ -82,11 +94,11 @@ def _slice(key: str, value: torch.Tensor, old: Any, new: Any, idx: list[int]) ->
             size = int(np.prod(ins_old.path_shape))
             w = value[start : start + size].reshape(ins_old.path_shape)
             start += size
-            w = w.index_select(axis, torch.tensor(idx))
+            w = _fold_axis(w, axis, fold)
             chunks.append((w * (ins_old.path_weight / ins_new.path_weight)).reshape(-1))
         return torch.cat(chunks)
     if "symmetric_contractions" in key:
-        return value[idx]
+        return _fold_axis(value, 0, fold)
     raise ModelError(f"cannot map the per-species weight {key} to mace's layout")
 
 
@@ -94,6 +106,7 @@ def _member_module(committee: Any, m: int, idx: list[int], dtype: torch.dtype) -
     model = committee.model
     pairs = committee.species.pairs
     numbers = [pairs[i][0] for i in idx]
+    fold = committee.species.attributes()[idx].double()
     e0 = model.e0.detach().double().cpu().numpy()[idx]
     with _default_dtype(torch.float64):
         new = _build(model.hyper, numbers, e0, float(model.scale), float(model.shift))
@@ -108,7 +121,7 @@ def _member_module(committee: Any, m: int, idx: list[int], dtype: torch.dtype) -
             raise ModelError(f"member {m} has no weight {key} that mace's module needs")
         value = source[key]
         if value.shape != target.shape:
-            value = _slice(key, value, backbone, new, idx)
+            value = _slice(key, value, backbone, new, fold)
         state[key] = value.to(target.dtype)
     new.load_state_dict(state)
     return new.to(dtype).eval()
@@ -124,11 +137,41 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _state_species(
+    committee: Any, charge: int, multiplicity: int | None
+) -> tuple[list[int], int | None]:
+    """Species indices of one charge and spin state, and the multiplicity chosen.
+
+    Raises:
+        InputError: the multiplicity is not covered, or none is given where several are.
+    """
+    keys = committee.species.keys
+    mults = sorted({m for _, q, m in keys if q == charge})
+    if committee.species.spin_aware:
+        if multiplicity is None:
+            if len(mults) > 1:
+                raise InputError(
+                    f"the committee covers multiplicities {mults} at charge {charge}: "
+                    "choose one with --multiplicity"
+                )
+            multiplicity = mults[0]
+        if multiplicity not in mults:
+            raise InputError(
+                f"the committee covers multiplicities {mults} at charge {charge}, "
+                f"not {multiplicity}"
+            )
+    else:
+        multiplicity = mults[0]  # spin-blind: the one (placeholder) multiplicity
+    idx = [i for i, (_, q, m) in enumerate(keys) if q == charge and m == multiplicity]
+    return idx, multiplicity
+
+
 def export_mace(
     committee_dir: str | Path,
     out_dir: str | Path,
     *,
     charge: int | None = None,
+    multiplicity: int | None = None,
     dtype: str = "float64",
 ) -> list[Path]:
     """Write each member of a MACE committee as ``member_<m>.model`` in ``out_dir``.
@@ -138,14 +181,17 @@ def export_mace(
         out_dir: Folder for the model files (created if needed).
         charge: Total charge whose node types to export; needed when the committee
             covers several charges.
+        multiplicity: Spin multiplicity to export; needed when a spin-aware committee
+            covers several at that charge.
         dtype: ``"float64"`` or ``"float32"`` (in float32 the E0s are rounded as well).
 
     Returns:
         The written paths, one per member.
 
     Raises:
-        InputError: not a committee directory, a SchNet committee, a charge the committee
-            does not cover (or none given when it covers several), an unknown dtype.
+        InputError: not a committee directory, a SchNet committee, a charge or multiplicity
+            the committee does not cover (or none given when it covers several), an
+            unknown dtype.
     """
     from pal_atoms.calculators import CommitteeCalculator
     from pal_atoms.calculators.device import resolve_dtype
@@ -171,8 +217,8 @@ def export_mace(
             "holds one energy surface (load the committee with CommitteeCalculator.load)"
         )
     try:
-        charges = sorted({int(q) for _, q in meta["species"]})
-    except (KeyError, TypeError, ValueError):
+        charges = sorted({int(entry[1]) for entry in meta["species"]})
+    except (KeyError, TypeError, ValueError, IndexError):
         raise InputError(f"{path / 'committee.json'} lists no species") from None
     if charge is None:
         if len(charges) > 1:
@@ -181,7 +227,7 @@ def export_mace(
     if charge not in charges:
         raise InputError(f"the committee covers charges {charges}, not {charge}")
     committee = CommitteeCalculator.load(path, device="cpu")
-    idx = [i for i, (_, q) in enumerate(committee.species.pairs) if q == charge]
+    idx, multiplicity = _state_species(committee, charge, multiplicity)
     import_mace()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,5 +238,11 @@ def export_mace(
         target = out / f"member_{m}.model"
         torch.save(module, target)
         written.append(target)
-    logger.info("exported %d mace members (charge %d) to %s", len(written), charge, out)
+    logger.info(
+        "exported %d mace members (charge %d, multiplicity %s) to %s",
+        len(written),
+        charge,
+        multiplicity if committee.species.spin_aware else "any",
+        out,
+    )
     return written

@@ -17,9 +17,16 @@ from typing import Any
 
 from ase import Atoms
 
+from pal_atoms.core.checks import charge_and_multiplicity
 from pal_atoms.core.errors import InputError
 from pal_atoms.jobs.md_config import MDRunConfig
-from pal_atoms.jobs.setup import build_oracle, check_run_dir, load_frames, prepare_run_dir
+from pal_atoms.jobs.setup import (
+    build_oracle,
+    check_run_dir,
+    load_frames,
+    prepare_run_dir,
+    transfer_indices,
+)
 from pal_atoms.store import LabelStore
 from pal_atoms.store.exchange import read_labelled
 from pal_atoms.store.run_lock import RunLock
@@ -60,7 +67,8 @@ def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
     return CommitteeCalculator.create(
         config.model,
         elements=sorted({s for a in frames for s in a.get_chemical_symbols()}),
-        charges=sorted({int(a.info["charge"]) for a in frames}),
+        charges=sorted({charge_and_multiplicity(a)[0] for a in frames}),
+        multiplicities=sorted({charge_and_multiplicity(a)[1] for a in frames}),
         n_members=config.committee,
         seed=config.seed,
         device=config.device,
@@ -164,7 +172,7 @@ def _stream_settings(config: MDRunConfig) -> Any:
 
 
 def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
-    """One Langevin MD generator per starting frame."""
+    """One Langevin MD generator per starting frame (steered where a transfer is given)."""
     from pal_atoms.dynamics import MDGenerator, MDSettings
 
     return [
@@ -181,9 +189,36 @@ def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
                 restart_velocities="fresh",
                 seed=config.seed + i,
             ),
+            bias=steering_bias(config, atoms, what=f"frame {i}"),
         )
         for i, atoms in enumerate(frames)
     ]
+
+
+def steering_bias(config: MDRunConfig, atoms: Atoms, *, what: str = "frame") -> Any:
+    """The restraint that steers ``atoms`` across its transfer coordinate, or ``None``.
+
+    The centre moves from the frame's own ``d(D-H) - d(A-H)`` to minus that value (the
+    mirror image: the product side of a symmetric transfer) over ``steer_steps`` steps.
+
+    Raises:
+        InputError: the frame's ``info["transfer"]`` is malformed or an index lies outside
+            the frame.
+    """
+    from pal_atoms.dynamics import DistanceCV, UmbrellaBias
+
+    triple = transfer_indices(config, atoms, what=what)
+    if triple is None:
+        return None
+    cv = DistanceCV.transfer(*triple)
+    start = cv(atoms)
+    return UmbrellaBias(
+        cv=cv,
+        k_eV_A2=config.bias_k_eV_A2,
+        center_A=start,
+        end_center_A=-start,
+        steer_steps=config.steer_steps,
+    )
 
 
 def _loop(

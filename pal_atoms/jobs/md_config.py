@@ -67,6 +67,12 @@ class MDRunConfig:
         queue_policy: Which queued structure is labelled next: ``"uncertainty"`` or
             ``"diverse"`` (uncertainty weighted by novelty, :mod:`pal_atoms.workflow.oracle_queue`).
         patience: Uncertain MD steps tolerated before a restart.
+        transfer: ``(donor, H, acceptor)`` atom indices of an atom transfer (default:
+            ``atoms.info["transfer"]`` of each frame, ``"D,H,A"``, if any): the MD is then
+            steered along ``d(donor-H) - d(acceptor-H)`` from the frame's value to its
+            mirror image over ``steer_steps`` steps, so it crosses the barrier.
+        bias_k_eV_A2: Force constant of the steering restraint, eV/Å².
+        steer_steps: Steps over which the restraint's centre moves (then it stays).
         retrain_size: New labels that start a training round (``training="rounds"``).
         bootstrap_per_frame: Rattled structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
@@ -113,6 +119,9 @@ class MDRunConfig:
     generator_rate_hz: float | None = 5.0
     queue_policy: str = "uncertainty"
     patience: int = 10
+    transfer: tuple[int, int, int] | None = None
+    bias_k_eV_A2: float = 5.0
+    steer_steps: int = 2000
     retrain_size: int = 8
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
@@ -163,8 +172,24 @@ class MDRunConfig:
         for name in ("bootstrap_per_frame", "test_per_frame", "patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._check_transfer()
         if not 0 <= self.trust_lower <= self.upper:
             raise ConfigError(f"need 0 <= lower <= upper, got {self.trust_lower}, {self.upper}")
+
+    def _check_transfer(self) -> None:
+        """The transfer indices and the steering restraint."""
+        if self.transfer is not None:
+            from pal_atoms.jobs.setup import parse_transfer
+
+            try:
+                triple = parse_transfer(self.transfer)
+            except ValueError as exc:
+                raise ConfigError(f"transfer: {exc}") from None
+            object.__setattr__(self, "transfer", triple)
+        if not (math.isfinite(self.bias_k_eV_A2) and self.bias_k_eV_A2 > 0):
+            raise ConfigError(f"bias_k_eV_A2 must be positive, got {self.bias_k_eV_A2}")
+        if self.steer_steps < 1:
+            raise ConfigError(f"steer_steps must be >= 1, got {self.steer_steps}")
 
     @classmethod
     def allowed_oracles(cls) -> tuple[str, ...]:

@@ -18,7 +18,9 @@ __all__ = [
     "check_run_dir",
     "load_frames",
     "oracle_settings",
+    "parse_transfer",
     "prepare_run_dir",
+    "transfer_indices",
 ]
 
 
@@ -59,12 +61,50 @@ def load_frames(config: MDRunConfig, oracle: Any | None) -> list[Atoms]:
         validate_structure(atoms, min_distance_A=0.5, what=what)
         charge, mult = charge_and_multiplicity(atoms, config.charge)
         atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
+        transfer_indices(config, atoms, what=what)
         try:
             if oracle is not None:
                 oracle.check(atoms)
         except InputError as exc:
             raise InputError(f"{what}: {exc}") from exc
     return frames
+
+
+def parse_transfer(value: Any) -> tuple[int, int, int]:
+    """``(donor, H, acceptor)`` from ``"D,H,A"`` or a sequence of three indices.
+
+    Raises:
+        ValueError: not three different non-negative integers.
+    """
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    try:
+        triple = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected three atom indices D,H,A, got {value!r}") from None
+    if len(triple) != 3 or len(set(triple)) != 3 or min(triple) < 0:
+        raise ValueError(f"expected three different atom indices D,H,A >= 0, got {value!r}")
+    return triple[0], triple[1], triple[2]
+
+
+def transfer_indices(
+    config: MDRunConfig, atoms: Atoms, *, what: str = "frame"
+) -> tuple[int, int, int] | None:
+    """``(donor, H, acceptor)`` of a frame: ``config.transfer``, else ``info["transfer"]``.
+
+    Raises:
+        InputError: malformed indices, or one outside the frame.
+    """
+    triple = config.transfer
+    try:
+        if triple is None and "transfer" in atoms.info:
+            triple = parse_transfer(atoms.info["transfer"])
+    except ValueError as exc:
+        raise InputError(f"{what}: transfer: {exc}") from None
+    if triple is not None and max(triple) >= len(atoms):
+        raise InputError(
+            f"{what}: transfer atom {max(triple)} is outside the frame ({len(atoms)} atoms)"
+        )
+    return triple
 
 
 def check_run_dir(config: MDRunConfig) -> None:

@@ -25,11 +25,11 @@ SMALL = {
 }
 
 
-def _perturbed(elements, charges, seed):
+def _perturbed(elements, charges, seed, multiplicities=None):
     """A tiny float64 MACE committee with random (non-trivial) weights, E0s, scale, shift."""
     calc = CommitteeCalculator.create(
-        "mace", elements=elements, charges=charges, n_members=2, seed=0, device="cpu",
-        dtype="float64", **SMALL,
+        "mace", elements=elements, charges=charges, multiplicities=multiplicities,
+        n_members=2, seed=0, device="cpu", dtype="float64", **SMALL,
     )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -47,11 +47,13 @@ def _perturbed(elements, charges, seed):
 def committees(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     out = {}
-    for name, elements, charges, seed in [
-        ("bi", ["Bi"], [0, -2], 1),
-        ("ethanol", ["C", "H", "O"], [0], 2),
+    for name, elements, charges, seed, mults in [
+        ("bi", ["Bi"], [0, -2], 1, None),
+        ("ethanol", ["C", "H", "O"], [0], 2, None),
+        # Spin-aware and factorised: element, charge and spin rows fold into one.
+        ("ch2", ["C", "H"], [0, 1], 3, [1, 2, 3]),
     ]:
-        calc = _perturbed(elements, charges, seed)
+        calc = _perturbed(elements, charges, seed, mults)
         out[name] = (calc, calc.save(root / name))
     return out
 
@@ -60,16 +62,28 @@ def _bi4() -> Atoms:
     return Atoms("Bi4", positions=[[0, 0, 0], [3.1, 0, 0], [1.5, 2.7, 0], [1.5, 0.9, 2.5]])
 
 
+def _ch2() -> Atoms:
+    return Atoms("CH2", positions=[[0, 0, 0], [1.1, 0, 0], [-0.4, 1.0, 0]])
+
+
 @pytest.mark.parametrize(
-    ("name", "atoms", "charge"),
-    [("bi", _bi4(), -2), ("bi", _bi4(), 0), ("ethanol", molecule("CH3CH2OH"), 0)],
+    ("name", "atoms", "charge", "mult"),
+    [
+        ("bi", _bi4(), -2, None),
+        ("bi", _bi4(), 0, None),
+        ("ethanol", molecule("CH3CH2OH"), 0, None),
+        ("ch2", _ch2(), 0, 3),
+        ("ch2", _ch2(), 1, 2),
+    ],
 )
-def test_exported_member_matches(committees, tmp_path, monkeypatch, name, atoms, charge):
+def test_exported_member_matches(committees, tmp_path, monkeypatch, name, atoms, charge, mult):
     calc, directory = committees[name]
-    paths = export_mace(directory, tmp_path, charge=charge)
+    paths = export_mace(directory, tmp_path, charge=charge, multiplicity=mult)
     assert [p.name for p in paths] == ["member_0.model", "member_1.model"]
     atoms = atoms.copy()
     atoms.info["charge"] = charge
+    if mult is not None:
+        atoms.info["multiplicity"] = mult
     ref = calc.predict_batch([atoms])[0]
     assert np.ptp(ref["energy_comm"]) > 1e-3  # members differ: the weights matter
     # MACECalculator unpickles a whole module with a plain torch.load (torch >= 2.6: only
@@ -98,6 +112,11 @@ def test_export_errors(committees, tmp_path):
         export_mace(directory, tmp_path, charge=1)
     with pytest.raises(InputError, match="does not exist"):
         export_mace(tmp_path / "missing", tmp_path)
+    _, radical = committees["ch2"]
+    with pytest.raises(InputError, match=r"multiplicities \[1, 2, 3\] at charge 0: choose"):
+        export_mace(radical, tmp_path, charge=0)
+    with pytest.raises(InputError, match="at charge 1, not 5"):
+        export_mace(radical, tmp_path, charge=1, multiplicity=5)
 
 
 def test_cli(committees, tmp_path, capsys):

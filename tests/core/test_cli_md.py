@@ -44,6 +44,10 @@ def bad_inputs(tmp_path):
     files["nan"].write_text("2\n\nBi 0 0 0\nBi nan 0 0\n")
     files["good"] = tmp_path / "good.xyz"
     ase.io.write(files["good"], [_bi(4)], format="extxyz")
+    files["doublet"] = tmp_path / "doublet.xyz"
+    wrong = _bi(4)
+    wrong.info["multiplicity"] = 2  # 332 electrons: no doublet
+    ase.io.write(files["doublet"], [wrong], format="extxyz")
     files["config"] = tmp_path / "bad.toml"
     files["config"].write_text("temperature_K = 300\nwarp_speed = 9\n")
     return files
@@ -76,6 +80,12 @@ def bad_inputs(tmp_path):
         ("good", ["--steps-per-label", "0"], "steps_per_label must be positive"),
         ("good", ["--generator-rate-hz", "-3"], "generator_rate_hz must be positive"),
         ("good", ["--lower", "2", "--upper", "1"], "need 0 <= lower <= upper"),
+        ("doublet", [], "multiplicity 2"),
+        ("good", ["--transfer", "0,0,1"], "transfer: expected three different atom indices"),
+        ("good", ["--transfer", "H,1,2"], "transfer: expected three atom indices"),
+        ("good", ["--transfer", "0,1,9"], "transfer atom 9 is outside the frame (4 atoms)"),
+        ("good", ["--bias-k-eV-A2", "0"], "bias_k_eV_A2 must be positive"),
+        ("good", ["--steer-steps", "0"], "steer_steps must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, case, extra, match):
