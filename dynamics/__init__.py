@@ -32,6 +32,7 @@ from .forwarding import (
 from .frames import FrameWriter
 from .md import INTEGRATORS, MDGenerator, MDSettings
 from .mpi_safety import local_comm, open_trajectory, write_frames
+from .path import PathSettings, barrier, transfer_path
 from .reference_md import reference_md_frames
 from .sampling import rattle_sample
 from .transfer import TransferSampler, TransferSettings
@@ -54,6 +55,7 @@ __all__ = [
     "MDSettings",
     "NEBGenerator",
     "NEBSettings",
+    "PathSettings",
     "PatiencePolicy",
     "SelectedGeometry",
     "SellaGenerator",
@@ -64,6 +66,7 @@ __all__ = [
     "UnphysicalStateError",
     "atoms_from_dict",
     "atoms_to_dict",
+    "barrier",
     "build_bi_clusters",
     "check_geometry",
     "local_comm",
@@ -72,6 +75,7 @@ __all__ = [
     "random_cluster",
     "rattle_sample",
     "reference_md_frames",
+    "transfer_path",
     "worst_verdict",
     "write_frames",
 ]

@@ -95,6 +95,9 @@ class UmbrellaBias:
         end_center_A: Centre reached after ``steer_steps`` steps (steered MD; ``None``:
             a fixed umbrella).
         steer_steps: Steps over which the centre moves linearly (then stays).
+        sweep: Move the centre back and forth between ``center_A`` and ``end_center_A``
+            (a triangle wave of period ``2 * steer_steps``) rather than once, so a long
+            run keeps crossing the barrier both ways.
     """
 
     cv: DistanceCV
@@ -102,6 +105,7 @@ class UmbrellaBias:
     center_A: float = 0.0
     end_center_A: float | None = None
     steer_steps: int = 0
+    sweep: bool = False
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.k_eV_A2) and self.k_eV_A2 > 0):
@@ -120,7 +124,11 @@ class UmbrellaBias:
         """Centre of the restraint at ``step``, in Å."""
         if self.end_center_A is None:
             return self.center_A
-        frac = min(max(step, 0), self.steer_steps) / self.steer_steps
+        step = max(step, 0)
+        if self.sweep:
+            step %= 2 * self.steer_steps
+            step = min(step, 2 * self.steer_steps - step)
+        frac = min(step, self.steer_steps) / self.steer_steps
         return self.center_A + frac * (self.end_center_A - self.center_A)
 
     def energy_and_forces(

@@ -32,6 +32,10 @@ run on_the_fly_md "$PY" examples/on_the_fly_md.py --quick --store "$out/otf-labe
 run python_loop "$PY" examples/python_loop.py --quick --out "$out/python-loop"
 run python_loop_continuous "$PY" examples/python_loop.py --quick --continuous \
     --out "$out/python-loop-continuous"
+run build_hat_glycine "$PY" examples/build_hat_glycine.py --out "$out/hat_glycine.xyz"
+run reaction_glycine "$(dirname "$PY")/pal-atoms" reaction --system examples/hat_glycine.xyz \
+    --out "$out/reaction" --np 1 --committee 2 --steps 100 --time-limit 120 \
+    --final-check-ps 0 --path-images 5 --path-steps 30
 if "$PY" -c "import pyscf" 2>/dev/null; then
     run dft_pyscf_bi "$PY" examples/dft_pyscf_bi.py --quick --store "$out/bi-dft.h5"
 else

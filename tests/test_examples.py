@@ -105,3 +105,16 @@ def test_python_loop_quick(tmp_path, training):
     )
     assert "stopped: reached max_labels=8" in out
     assert (tmp_path / "run" / "labels.h5").is_file()
+
+
+def test_the_shipped_peptide_complex_is_what_its_builder_makes(tmp_path):
+    pytest.importorskip("tblite", reason="tblite (GFN2-xTB) not installed")
+    import ase.io
+    import numpy as np
+
+    out = run_example([str(EXAMPLES / "build_hat_glycine.py"), "--out", "gly.xyz"], tmp_path)
+    assert "wrote" in out
+    built, shipped = ase.io.read(tmp_path / "gly.xyz"), ase.io.read(EXAMPLES / "hat_glycine.xyz")
+    assert built.get_chemical_formula() == shipped.get_chemical_formula() == "C6H13N2O2"
+    assert np.abs(built.positions - shipped.positions).max() < 1e-3
+    assert list(shipped.info["transfer"]) == [5, 11, 19] and shipped.info["multiplicity"] == 2

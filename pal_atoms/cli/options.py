@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pal_atoms.jobs.md_config import MODELS, ORACLES
 
-__all__ = ["MD_OPTIONS", "SH_OPTIONS", "TS_OPTIONS", "with_oracles"]
+__all__ = ["MD_OPTIONS", "REACTION_OPTIONS", "SH_OPTIONS", "TS_OPTIONS", "with_oracles"]
 
 MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     # (flag, argparse kwargs, help) -- defaults are MDRunConfig's and shown by --help.
@@ -71,6 +71,11 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ),
     ("--bias-k-eV-A2", {"type": float}, "force constant of the steering restraint, eV/Å²"),
     ("--steer-steps", {"type": int}, "MD steps over which the steering centre moves"),
+    (
+        "--steering",
+        {"choices": ["once", "sweep"]},
+        "steer across the transfer once, or back and forth (period 2 x --steer-steps)",
+    ),
     ("--retrain-size", {"type": int}, "new labels that start a training round"),
     ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
     ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
@@ -94,6 +99,27 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--seed", {"type": int}, "seed of everything random"),
 ]
 
+
+REACTION_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    ("--high-oracle", {"choices": list(ORACLES)}, "expensive oracle (none: one level)"),
+    ("--high-method", {}, "its method (DFT: functional)"),
+    ("--high-basis", {}, "its basis set"),
+    ("--high-budget", {"type": int}, "expensive labels to train on"),
+    (
+        "--high-learning",
+        {"choices": ["fine-tune", "delta"]},
+        "learn the expensive level by fine-tuning the committee or as a Δ model on the cheap one",
+    ),
+    ("--high-steps", {"type": int}, "optimizer steps of the expensive-level training"),
+    ("--path-images", {"type": int}, "images of the reaction path, both ends included"),
+    ("--path-k-eV-A2", {"type": float}, "restraint holding each path image, eV/Å²"),
+    ("--path-steps", {"type": int}, "optimizer steps per path image"),
+    (
+        "--transfer-samples",
+        {"type": int},
+        "per frame, random geometries with the H between donor and acceptor (0: none)",
+    ),
+]
 
 TS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--driver", {"choices": ["sella", "neb"]}, "saddle search: Sella per frame, NEB per pair"),

@@ -9,10 +9,17 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pal_atoms.cli.options import MD_OPTIONS, SH_OPTIONS, TS_OPTIONS, with_oracles
+from pal_atoms.cli.options import (
+    MD_OPTIONS,
+    REACTION_OPTIONS,
+    SH_OPTIONS,
+    TS_OPTIONS,
+    with_oracles,
+)
 from pal_atoms.core.errors import InputError, LaunchError
 
 if TYPE_CHECKING:
@@ -85,12 +92,23 @@ def _key_values(items: list[str], flag: str) -> dict[str, object]:
     return out
 
 
-def _config_class(command: str) -> type[MDRunConfig]:
-    from pal_atoms.jobs.md import MDRunConfig
-    from pal_atoms.jobs.sh import SHRunConfig
-    from pal_atoms.jobs.ts import TSRunConfig
+def _jobs() -> dict[str, tuple[type[MDRunConfig], Callable[..., Summary | None]]]:
+    """The run subcommands: their configuration class and their job."""
+    from pal_atoms.jobs.md import MDRunConfig, run_md
+    from pal_atoms.jobs.reaction import ReactionRunConfig, run_reaction
+    from pal_atoms.jobs.sh import SHRunConfig, run_sh
+    from pal_atoms.jobs.ts import TSRunConfig, run_ts
 
-    return {"ts": TSRunConfig, "sh": SHRunConfig}.get(command, MDRunConfig)
+    return {
+        "md": (MDRunConfig, run_md),
+        "ts": (TSRunConfig, run_ts),
+        "sh": (SHRunConfig, run_sh),
+        "reaction": (ReactionRunConfig, run_reaction),
+    }
+
+
+def _config_class(command: str) -> type[MDRunConfig]:
+    return _jobs()[command][0]
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -104,8 +122,8 @@ def _read_toml(path: Path) -> dict[str, object]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path}: {exc}") from exc
-    # Keys at the top level or under a [md] / [ts] / [sh] table.
-    section = data.get("md", data.get("ts", data.get("sh", data)))
+    # Keys at the top level or under a [md] / [ts] / [sh] / [reaction] table.
+    section = next((data[k] for k in ("md", "ts", "sh", "reaction") if k in data), data)
     return {str(k).replace("-", "_"): v for k, v in section.items()}
 
 
@@ -125,6 +143,8 @@ def _n_generators(config: MDRunConfig) -> int:
     if isinstance(config, SHRunConfig):
         return config.generators
     n = len(read_structures(config.system))
+    if getattr(config, "transfer_samples", 0):  # pal-atoms reaction: a sampler per frame
+        return 2 * n
     if isinstance(config, TSRunConfig):
         return n * config.searches_per_frame if config.driver == "sella" else max(1, n // 2)
     return n
@@ -152,6 +172,7 @@ def _comm_size() -> int:
 
 def _cmd_md(args: argparse.Namespace) -> int:
     from pal_atoms.jobs.launch import STARTED_BY, LaunchKind, decide_launch, start_ranks
+    from pal_atoms.jobs.reaction import ReactionRunConfig, check_transfers
     from pal_atoms.jobs.ts import TSRunConfig, check_pairs
 
     config = _md_config(args)
@@ -194,6 +215,8 @@ def _cmd_md(args: argparse.Namespace) -> int:
         frames = load_frames(config, build_oracle(config))
         if isinstance(config, TSRunConfig):
             check_pairs(config, frames)
+        if isinstance(config, ReactionRunConfig):
+            check_transfers(config, frames)
         config.layout().check(launch.n_ranks)
         log.info("%s", launch.describe(kernels))
         return start_ranks(launch, args.argv)
@@ -208,22 +231,18 @@ def _cmd_md(args: argparse.Namespace) -> int:
 
 def _run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
     """The job of the subcommand that made ``config``."""
-    from pal_atoms.jobs.md import run_md
-    from pal_atoms.jobs.sh import SHRunConfig, run_sh
-    from pal_atoms.jobs.ts import TSRunConfig, run_ts
-
-    if isinstance(config, TSRunConfig):
-        return run_ts(config, comm=comm)
-    if isinstance(config, SHRunConfig):
-        return run_sh(config, comm=comm)
-    return run_md(config, comm=comm)
+    run = next(job for cls, job in _jobs().values() if type(config) is cls)
+    return run(config, comm=comm)
 
 
 def _job_lines(config: MDRunConfig, summary: Summary) -> list[str]:
     """What a ``ts`` or ``sh`` run adds to the final line."""
+    from pal_atoms.jobs.reaction import ReactionRunConfig
     from pal_atoms.jobs.sh import SHRunConfig
     from pal_atoms.jobs.ts import TSRunConfig
 
+    if isinstance(config, ReactionRunConfig):
+        return _reaction_lines(config, summary.report.get("reaction", {}))
     if isinstance(config, TSRunConfig):
         rows = summary.report.get("saddles", [])
         where = f" in {config.out / 'saddles.extxyz'}" if rows else ""
@@ -238,6 +257,21 @@ def _job_lines(config: MDRunConfig, summary: Summary) -> list[str]:
             f"populations in {config.out / 'populations.csv'}"
         ]
     return []
+
+
+def _reaction_lines(config: MDRunConfig, reaction: dict[str, Any]) -> list[str]:
+    lines = []
+    for i, row in enumerate(reaction.get("paths", [])):
+        parts = [
+            f"{name} {row[f'{name}_barrier_eV']:.3f}"
+            for name in ("committee", "cheap", "high")
+            if row.get(f"{name}_barrier_eV") is not None
+        ]
+        lines.append(f"barrier along path {i} (eV): " + ", ".join(parts))
+    spent = f"labels: {reaction.get('cheap_labels', 0)} {reaction.get('cheap_oracle', '')}"
+    if "high_labels" in reaction:
+        spent += f", {reaction['high_labels']} {reaction['high_oracle']}"
+    return [*lines, f"{spent}; path in {config.out / 'path.csv'}"]
 
 
 def _final_line(config: MDRunConfig, summary: Summary) -> str:
@@ -329,6 +363,24 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "(the MD ones make the held-out test set) plus the search options; TOML keys "
         "optionally under [ts].",
         options=MD_OPTIONS + TS_OPTIONS,
+    )
+
+    from pal_atoms.jobs.reaction import ReactionRunConfig
+
+    _add_run_parser(
+        sub,
+        common,
+        "reaction",
+        ReactionRunConfig(system=Path("x")),
+        help="an atom transfer learnt at two oracle levels (steered MD), with its barrier",
+        description="Active learning on steered MD along d(donor-H) - d(acceptor-H) of every "
+        "frame (--transfer or transfer=D,H,A in the frame) with the cheap --oracle; then, with "
+        "--high-oracle, --high-budget expensive labels (the path's highest images and the most "
+        "uncertain structures) and a committee at that level (fine-tuned or Δ). Reports the "
+        "barrier along the reaction path from the committee and both oracles (OUT/path.csv, "
+        "path.png). Takes every option of 'pal-atoms md'; TOML keys optionally under "
+        "[reaction].",
+        options=MD_OPTIONS + REACTION_OPTIONS,
     )
 
     from pal_atoms.jobs.sh import SHRunConfig

@@ -199,7 +199,8 @@ def steering_bias(config: MDRunConfig, atoms: Atoms, *, what: str = "frame") -> 
     """The restraint that steers ``atoms`` across its transfer coordinate, or ``None``.
 
     The centre moves from the frame's own ``d(D-H) - d(A-H)`` to minus that value (the
-    mirror image: the product side of a symmetric transfer) over ``steer_steps`` steps.
+    mirror image: the product side of a symmetric transfer) over ``steer_steps`` steps,
+    once or back and forth (``config.steering``).
 
     Raises:
         InputError: the frame's ``info["transfer"]`` is malformed or an index lies outside
@@ -218,6 +219,7 @@ def steering_bias(config: MDRunConfig, atoms: Atoms, *, what: str = "frame") -> 
         center_A=start,
         end_center_A=-start,
         steer_steps=config.steer_steps,
+        sweep=config.steering == "sweep",
     )
 
 

@@ -72,7 +72,9 @@ class MDRunConfig:
             steered along ``d(donor-H) - d(acceptor-H)`` from the frame's value to its
             mirror image over ``steer_steps`` steps, so it crosses the barrier.
         bias_k_eV_A2: Force constant of the steering restraint, eV/Å².
-        steer_steps: Steps over which the restraint's centre moves (then it stays).
+        steer_steps: Steps over which the restraint's centre moves.
+        steering: ``"once"`` (the centre moves once, then stays on the product side) or
+            ``"sweep"`` (back and forth, period ``2 * steer_steps``).
         retrain_size: New labels that start a training round (``training="rounds"``).
         bootstrap_per_frame: Rattled structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
@@ -122,6 +124,7 @@ class MDRunConfig:
     transfer: tuple[int, int, int] | None = None
     bias_k_eV_A2: float = 5.0
     steer_steps: int = 2000
+    steering: str = "once"
     retrain_size: int = 8
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
@@ -190,6 +193,8 @@ class MDRunConfig:
             raise ConfigError(f"bias_k_eV_A2 must be positive, got {self.bias_k_eV_A2}")
         if self.steer_steps < 1:
             raise ConfigError(f"steer_steps must be >= 1, got {self.steer_steps}")
+        if self.steering not in ("once", "sweep"):
+            raise ConfigError(f"steering must be 'once' or 'sweep', got {self.steering!r}")
 
     @classmethod
     def allowed_oracles(cls) -> tuple[str, ...]:

@@ -152,3 +152,12 @@ def test_transfer_settings_are_checked():
         TransferSettings(donor=0, hydrogen=1, acceptor=2, fraction_range=(0.8, 0.2))
     with pytest.raises(ValueError, match="outside"):
         TransferSampler([hat()], settings=TransferSettings(donor=0, hydrogen=1, acceptor=40))
+
+
+def test_a_sweeping_centre_goes_back_and_forth_between_its_ends():
+    cv = DistanceCV.transfer(0, 1, 2)
+    bias = UmbrellaBias(cv=cv, center_A=-1.0, end_center_A=1.0, steer_steps=10, sweep=True)
+    centres = [bias.center(step) for step in (0, 5, 10, 15, 20, 25, 30)]
+    assert centres == pytest.approx([-1.0, 0.0, 1.0, 0.0, -1.0, 0.0, 1.0])
+    once = UmbrellaBias(cv=cv, center_A=-1.0, end_center_A=1.0, steer_steps=10)
+    assert once.center(30) == 1.0

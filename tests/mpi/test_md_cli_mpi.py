@@ -108,3 +108,31 @@ def test_default_np_counts_kernels_generators_and_cores(tmp_path, monkeypatch):
     assert cli_run._auto_np(MDRunConfig(system=system, oracle_ranks=3)) == 9
     assert cli_run._auto_np(MDRunConfig(system=system, training_ranks=1)) == 6
     assert cli_run._auto_np(TSRunConfig(system=system, searches_per_frame=3)) == 11
+
+
+def test_a_two_level_reaction_runs_on_mpi_ranks_as_in_one_process(tmp_path):
+    # The serial twin is tests/core/test_cli_reaction.py's two-level test: the same job,
+    # the second level on rank 0 after the loop.
+    pytest.importorskip("tblite", reason="tblite (GFN2-xTB) not installed")
+    mpiexec()
+    out = tmp_path / "run"
+    system = Path(__file__).resolve().parents[2] / "examples" / "hat_methyl.xyz"
+    argv = [
+        "reaction", "--system", str(system), "--out", str(out), "--np", "5",
+        "--committee", "2", "--training-ranks", "1", "--bootstrap-per-frame", "3",
+        "--test-per-frame", "1", "--steps", "60", "--steer-steps", "40",
+        "--final-check-ps", "0", "--lower", "1000", "--upper", "2000",
+        "--generator-rate-hz", "1000", "--time-limit", "600", "--path-images", "5",
+        "--path-steps", "30", "--high-oracle", "xtb", "--high-method", "GFN1-xTB",
+        "--high-budget", "3", "--high-steps", "30",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*CLI, *argv], capture_output=True, text=True, timeout=500, env=job_env(), check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "running on 5 MPI ranks" in proc.stderr
+    assert proc.stdout.count("barrier along path 0 (eV): committee") == 1  # rank 0 reports
+    with LabelStore(out / "labels_high.h5", mode="r") as store:
+        assert [a.info["method"] for a in store.read()] == ["GFN1-xTB"] * 3
+    report = json.loads((out / "summary.json").read_text())["reaction"]
+    assert report["high_labels"] == 3 and len(report["paths"][0]["cv_A"]) == 5

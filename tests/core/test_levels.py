@@ -1,0 +1,50 @@
+"""The second oracle level: which structures the expensive oracle labels."""
+
+from __future__ import annotations
+
+import pytest
+from ase import Atoms
+
+from pal_atoms.jobs.levels import HighLevelLearning, select_high
+
+
+class _Spread:
+    """Stand-in committee whose max_force_std is the structure's first x coordinate."""
+
+    def predict_batch(self, structures):
+        return [{"max_force_std": float(a.positions[0, 0])} for a in structures]
+
+
+def _image(energy: float, x: float = 0.0) -> Atoms:
+    a = Atoms("H2", positions=[[x, 0, 0], [x + 0.74, 0, 0]])
+    a.info.update(energy=energy, charge=0, multiplicity=1, cv=0.0)
+    return a
+
+
+def test_half_the_budget_goes_to_the_highest_path_images_the_rest_to_the_most_uncertain():
+    path = [_image(e, x=10 + i) for i, e in enumerate([0.0, 0.2, 0.5, 0.3, -0.1])]
+    pool = [_image(0.0, x=s) for s in (0.1, 0.9, 0.4, 0.7)]
+    picked = select_high(_Spread(), [path], pool, 5)
+    assert [a.info["high_source"] for a in picked] == ["path"] * 3 + ["uncertain"] * 2
+    assert [a.positions[0, 0] for a in picked] == [12, 13, 11, 0.9, 0.7]
+    assert all(a.calc is None and "energy" not in a.info for a in picked)
+    assert picked[0].info["multiplicity"] == 1
+
+
+def test_path_images_rank_by_energy_relative_to_their_own_reactant():
+    low = [_image(e) for e in (-100.0, -99.6)]  # barrier 0.4
+    high = [_image(e, x=5) for e in (50.0, 50.1)]  # barrier 0.1, but higher in absolute terms
+    picked = select_high(_Spread(), [high, low], [], 1)
+    assert picked[0].positions[0, 0] == 0.0
+
+
+def test_a_zero_budget_picks_nothing_and_a_small_pool_gives_what_it_has():
+    path = [_image(0.0), _image(0.1)]
+    assert select_high(_Spread(), [path], [], 0) == []
+    assert len(select_high(_Spread(), [path], [_image(0.0, x=1)], 10)) == 3
+
+
+def test_the_learning_modes_are_named_as_on_the_command_line():
+    assert HighLevelLearning("fine-tune") is HighLevelLearning.FINE_TUNE
+    with pytest.raises(ValueError):
+        HighLevelLearning("transfer")
