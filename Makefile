@@ -5,10 +5,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: md test setup lint typecheck bench clean
+.PHONY: md test setup setup-cfd thermofluid lint typecheck bench clean
 
 setup:
 	@PAL_VENV=$(VENV) bash scripts/setup.sh
+
+# OpenFOAM (Debian package, root) for the thermo-fluid surrogate; nothing atomistic needs it.
+setup-cfd: setup
+	bash scripts/openfoam.sh up
+
+thermofluid: setup-cfd
+	$(BIN)/python examples/thermofluid/run.py --out runs/thermofluid $(ARGS)
 
 md: setup
 	$(BIN)/pal-atoms md --system examples/bi_cluster.xyz $(ARGS)

@@ -104,7 +104,10 @@ def serve(conn: Connection) -> None:
                 if oracle_bytes != cached_bytes:
                     cached_oracle = _load_oracle(oracle_bytes, options.get("main_path"))
                     cached_bytes = oracle_bytes
-                conn.send(("outcome", run_attempt(cached_oracle, atoms)))
+                # A generic oracle (pal_atoms.generic) makes its own attempt on a sample.
+                attempt = getattr(cached_oracle, "attempt", None)
+                outcome = attempt(atoms) if callable(attempt) else run_attempt(cached_oracle, atoms)
+                conn.send(("outcome", outcome))
                 sys.stdout.flush()
                 sys.stderr.flush()
             else:

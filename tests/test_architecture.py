@@ -22,7 +22,7 @@ PACKAGES = {
 LAYERS = [
     ("core",),
     ("store",),
-    ("calculators", "dynamics", "oracles"),
+    ("calculators", "dynamics", "generic", "oracles"),
     ("workflow",),
     ("jobs",),
     ("cli",),

@@ -118,3 +118,39 @@ def test_the_shipped_peptide_complex_is_what_its_builder_makes(tmp_path):
     assert built.get_chemical_formula() == shipped.get_chemical_formula() == "C6H13N2O2"
     assert np.abs(built.positions - shipped.positions).max() < 1e-3
     assert list(shipped.info["transfer"]) == [5, 11, 19] and shipped.info["multiplicity"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mpi", [False, pytest.param(True, marks=pytest.mark.mpi)])
+def test_thermofluid_runs_end_to_end(tmp_path, mpi):
+    import json
+
+    from pal_atoms.generic.channel import openfoam_available
+    from pal_atoms.store.sample_store import SampleStore
+
+    if (reason := openfoam_available()) is not None:
+        pytest.skip(reason)
+    script = str(EXAMPLES / "thermofluid" / "run.py")
+    args = [script, "--out", "run", "--max-labels", "10", "--test-size", "4", "--retrain", "5"]
+    if mpi:
+        mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+        if mpiexec is None:
+            pytest.skip("mpiexec not found (the 'mpi' extra)")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(
+            [mpiexec, "-n", "5", sys.executable, "-m", "mpi4py", *args, "--mpi"], cwd=tmp_path,
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    else:
+        run_example(args, tmp_path, timeout=300)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["labels_ok"] >= 10 and summary["best"] is not None
+    assert summary["best"]["cf"] <= summary["problem"]["cf_max"]
+    curve = summary["test_mae"]
+    assert curve[0][0] == 0 and curve[-1][1] < curve[0][1]
+    assert (tmp_path / "run" / "thermofluid.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "committee").exists()
+    with SampleStore(tmp_path / "run" / "labels.h5", mode="r") as store:
+        assert store.counts()["ok"] >= 10
+        assert set(store.column("oracle")[store.statuses() == "ok"]) == {"openfoam"}

@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from ase import Atoms
 
+from pal_atoms.core.samples import Sample
+
 __all__ = ["PredictionClient", "StopCriterion", "Verdict"]
 
 
@@ -84,12 +86,14 @@ class PredictionClient(Protocol):
     """Where a generator gets predictions and verdicts from."""
 
     def evaluate(
-        self, atoms: Atoms, *, generator_id: int = 0, step: int = 0
+        self, atoms: Atoms | Sample, *, generator_id: int = 0, step: int = 0
     ) -> tuple[dict[str, Any], Verdict]:
         """Predict ``atoms`` with the committee and judge the prediction.
 
         Args:
-            atoms: Geometry to evaluate (not modified).
+            atoms: Geometry to evaluate (not modified), or a generic
+                :class:`~pal_atoms.core.samples.Sample` (then ``results`` hold ``mean``,
+                ``std`` and ``uncertainty``, see :class:`~pal_atoms.generic.Ensemble`).
             generator_id: Id of the asking generator (provenance, per-generator state).
             step: The generator's step counter (provenance).
 

@@ -34,6 +34,7 @@ from ase import Atoms
 from pal_atoms import __version__
 from pal_atoms.core.errors import StoreError, StoreFormatError
 from pal_atoms.core.label import Label, LabelStatus
+from pal_atoms.store.h5file import format_of, open_existing
 from pal_atoms.store.read import StoreReader
 from pal_atoms.store.schema import (
     DATASETS,
@@ -81,27 +82,9 @@ class LabelStore(StoreReader):
 
     # -- opening --------------------------------------------------------------------------
     def _open(self) -> h5py.File:
-        exists = self.path.exists()
-        if not exists and self.mode == "r":
-            raise StoreError(f"label store {self.path} does not exist")
-        if exists and self.path.is_dir():
-            raise StoreFormatError(f"{self.path} is a directory, not a label store")
-        if not exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open_existing(self.path, self.mode, kind="label store")
+        if f is None:
             return self._create()
-        try:
-            f = h5py.File(self.path, self.mode)
-        except BlockingIOError as exc:
-            raise StoreError(f"{self.path} is open for writing by another process") from exc
-        except OSError as exc:
-            text = str(exc)
-            if "unable to lock" in text.lower():
-                raise StoreError(f"{self.path} is open for writing by another process") from exc
-            if self.path.stat().st_size == 0:
-                raise StoreFormatError(f"{self.path} is empty, not a label store") from exc
-            raise StoreFormatError(
-                f"{self.path} is not a label store or is damaged (HDF5 could not open it)"
-            ) from exc
         try:
             self._check_format(f)
         except BaseException:
@@ -110,10 +93,7 @@ class LabelStore(StoreReader):
         return f
 
     def _check_format(self, f: h5py.File) -> None:
-        fmt = f.attrs.get("format")
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode()
-        if fmt != FORMAT_NAME:
+        if format_of(f) != FORMAT_NAME:
             raise StoreFormatError(f"{self.path} is an HDF5 file but not a pal-atoms label store")
         version = int(f.attrs.get("schema_version", -1))
         if version > SCHEMA_VERSION:

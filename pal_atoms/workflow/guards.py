@@ -120,6 +120,17 @@ def label_guarded(
         return label_fn(atoms, oracle, timeout_s=timeout_s, isolate=isolate)
     except Exception as exc:
         logger.warning("labelling raised %s: %s", type(exc).__name__, exc)
+        if not isinstance(atoms, Atoms):  # a generic sample
+            from pal_atoms.core.samples import SampleLabel
+
+            return SampleLabel(
+                sample=atoms,
+                status=LabelStatus.FAILED,
+                error=f"{type(exc).__name__}: {exc}",
+                wall_time_s=time.perf_counter() - t0,
+                oracle=getattr(oracle, "name", ""),
+                method=getattr(oracle, "method", ""),
+            )
         return Label(
             atoms=atoms,
             status=LabelStatus.FAILED,

@@ -34,8 +34,12 @@ logger = logging.getLogger(__name__)
 def distance_fingerprint(atoms: Atoms) -> np.ndarray:
     """Sorted interatomic distances in Å: invariant to rotation, translation, permutation.
 
-    Shape: ``(n_atoms * (n_atoms - 1) / 2,)``.
+    Shape: ``(n_atoms * (n_atoms - 1) / 2,)``. A generic sample
+    (:class:`~pal_atoms.core.samples.Sample`) gives its own (its input values).
     """
+    own = getattr(atoms, "fingerprint", None)
+    if callable(own):
+        return np.asarray(own(), dtype=float)
     pos = atoms.positions
     i, j = np.triu_indices(len(atoms), k=1)
     if atoms.pbc.any():
@@ -46,6 +50,9 @@ def distance_fingerprint(atoms: Atoms) -> np.ndarray:
 
 
 def _system_key(atoms: Atoms) -> tuple[str, int]:
+    own = getattr(atoms, "system_key", None)
+    if callable(own):
+        return own()
     return atoms.get_chemical_formula(mode="hill"), int(atoms.info.get("charge", 0))
 
 

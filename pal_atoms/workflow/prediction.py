@@ -21,12 +21,18 @@ __all__ = ["failed_prediction", "predict_guarded"]
 logger = logging.getLogger(__name__)
 
 
-def failed_prediction(n_atoms: int) -> dict[str, Any]:
+def failed_prediction(n_atoms: int, committee: Any = None, item: Any = None) -> dict[str, Any]:
     """The results that travel with a ``FAILED`` verdict: NaN, never usable numbers.
 
     Args:
         n_atoms: Atoms in the structure (the shapes of ``forces`` and ``forces_std``).
+        committee: A committee with ``failed_prediction(item)`` (a generic ensemble)
+            makes its own NaN results for ``item``.
+        item: The structure or sample that failed.
     """
+    own = getattr(committee, "failed_prediction", None)
+    if callable(own):
+        return dict(own(item))
     nan = float("nan")
     return {
         "energy": nan,

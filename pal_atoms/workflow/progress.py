@@ -132,12 +132,14 @@ def format_status(metrics: Mapping[str, Any], *, bar: bool = False) -> str:
     rate = _number(metrics.get("steps_per_s"))
     if rate is not None:
         parts.append(f"{rate:.3g} steps/s")
+    # A generic run's uncertainty is relative and its error in the outputs' own units.
+    generic = bool(metrics.get("generic"))
     std = _number(metrics.get("max_force_std"))
     if std is not None:
-        parts.append(f"max force std {std:.3g} eV/Å")
+        parts.append(f"uncertainty {std:.3g}" if generic else f"max force std {std:.3g} eV/Å")
     mae = _number(metrics.get("test_force_mae"))
     if mae is not None:
-        parts.append(f"test MAE {mae:.3g} eV/Å")
+        parts.append(f"test MAE {mae:.3g}" + ("" if generic else " eV/Å"))
     queued = _number(metrics.get("queued"))
     if queued is not None:
         parts.append(f"queue {int(queued)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ase import Atoms
@@ -67,7 +68,7 @@ class ActiveLearning(RunState):
         (results,) = predict_guarded(self.committee, [atoms])
         self._timings["prediction"] += time.perf_counter() - t0
         verdict = self.judge(atoms, results, generator_id=generator_id, step=step)
-        return results or failed_prediction(len(atoms)), verdict
+        return results or failed_prediction(len(atoms), self.committee, atoms), verdict
 
     # -- kernels ------------------------------------------------------------------------------
     def _label_one(self, store: LabelStore) -> None:
@@ -96,10 +97,14 @@ class ActiveLearning(RunState):
             mae = force_mae(self.committee, self.test_set)
             self.summary.test_force_mae.append((len(labels), mae))
             logger.info(
-                "training round %d on %d labels: held-out force MAE %.4f eV/Å",
+                "training round %d on %d labels: held-out %s %.4g%s",
                 self.summary.training_rounds,
                 len(labels),
-                mae,
+                *(
+                    ("MAE", mae, "")
+                    if hasattr(self.committee, "schema")
+                    else ("force MAE", mae, " eV/Å")
+                ),
             )
         self.queue.rescore(
             lambda frames: [score(self.selection, r) for r in self.committee.predict_batch(frames)],
@@ -164,7 +169,7 @@ class ActiveLearning(RunState):
             from pal_atoms.workflow.mpi.run import run_mpi
 
             return run_mpi(self)
-        own_store = not isinstance(self._store_arg, LabelStore)
+        own_store = isinstance(self._store_arg, (str, Path))
         store = self.open_store()
         metrics = self.open_metrics()
         self._baseline()

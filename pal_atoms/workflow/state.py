@@ -27,10 +27,11 @@ from pal_atoms.core.errors import FailureBudgetExceeded, InputError
 from pal_atoms.core.label import Label, LabelStatus
 from pal_atoms.core.protocols import StopCriterion, Verdict
 from pal_atoms.store import LabelStore
+from pal_atoms.workflow.kernels import codec_of, resolve_kernels
 from pal_atoms.workflow.metrics import MetricsLog, force_mae
 from pal_atoms.workflow.oracle_queue import Candidate, OracleQueue
 from pal_atoms.workflow.progress import Progress, eta_to_cap
-from pal_atoms.workflow.selection import SelectionRule, TrustWindow, score
+from pal_atoms.workflow.selection import SelectionRule, score
 from pal_atoms.workflow.settings import WorkflowSettings
 from pal_atoms.workflow.summary import StopRun, Summary, json_default
 from pal_atoms.workflow.training import TrainingState
@@ -73,16 +74,17 @@ class RunState(TrainingState):
         self.committee = committee
         self.oracle = oracle
         self.generators = list(generators)
-        self.trainer = trainer
-        self.selection = selection or TrustWindow()
+        self.trainer, self.selection, self.label_fn = resolve_kernels(
+            committee,
+            oracle,
+            self.generators,
+            trainer=trainer,
+            selection=selection,
+            label_fn=label_fn,
+        )
         self.settings = settings or WorkflowSettings()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.test_set = list(test_set or [])
-        if label_fn is None:
-            from pal_atoms.oracles import label as default_label
-
-            label_fn = default_label
-        self.label_fn: Callable[..., Label] = label_fn
         self.comm = comm
         self.layout = layout
         self._store_arg = store
@@ -107,6 +109,11 @@ class RunState(TrainingState):
         self._training_states: dict[int, dict[str, Any]] = {}
         self._val_force_mae: float | None = None
         self.dispatched = 0  # structures handed to an oracle by this run
+
+    @property
+    def codec(self) -> Any:
+        """How items travel between MPI ranks (:func:`~.kernels.codec_of`)."""
+        return codec_of(self.committee)
 
     def judge(
         self,
@@ -137,7 +144,7 @@ class RunState(TrainingState):
     ) -> None:
         """Account for one judged prediction; queue the structure if it is not trusted."""
         self.summary.predictions += 1
-        self._max_force_std = float(results.get("max_force_std", 0.0))
+        self._max_force_std = float(results.get("max_force_std", results.get("uncertainty", 0.0)))
         self._recent_verdicts.append(verdict is not Verdict.TRUSTED)
         if verdict is not Verdict.TRUSTED and self.labelling:
             self.queue.push(
@@ -345,11 +352,17 @@ class RunState(TrainingState):
         )
 
     def open_store(self) -> LabelStore:
-        """The run's store (opened here when a path was given); creates the run folder."""
+        """The run's store (opened here when a path was given); creates the run folder.
+
+        A committee with ``open_store`` (a generic ensemble) opens its own kind of store.
+        """
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        if isinstance(self._store_arg, LabelStore):
+        if not isinstance(self._store_arg, (str, Path)):
             return self._store_arg
+        opener = getattr(self.committee, "open_store", None)
+        if callable(opener):
+            return opener(self._store_arg)
         return LabelStore(self._store_arg)
 
     def metrics(self, elapsed_s: float, *, final: bool = False) -> dict[str, Any]:
@@ -383,6 +396,7 @@ class RunState(TrainingState):
                 max_steps=self.settings.max_steps,
             ),
             "final": final,
+            **({"generic": True} if hasattr(self.committee, "schema") else {}),
         }
 
     def install_signal_handlers(self) -> dict[int, Any]:

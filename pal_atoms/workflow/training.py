@@ -96,9 +96,11 @@ class TrainingState:
         if "test_force_mae" in info:
             self.summary.test_force_mae.append((self.summary.labels_ok, info["test_force_mae"]))
             logger.info(
-                "published members %s: held-out force MAE %.4f eV/Å%s",
+                "published members %s: held-out %s %.4g%s%s",
                 info.get("members"),
+                "MAE" if hasattr(self.committee, "schema") else "force MAE",
                 info["test_force_mae"],
+                "" if hasattr(self.committee, "schema") else " eV/Å",
                 f", spread x{info['calibration']['force_std_scale']:.2f}"
                 if "calibration" in info
                 else "",

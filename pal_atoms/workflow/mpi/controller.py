@@ -31,18 +31,6 @@ from pal_atoms.core.protocols import StopCriterion, Verdict
 from pal_atoms.store import LabelStore
 from pal_atoms.workflow.metrics import MetricsLog
 from pal_atoms.workflow.mpi.accounting import RankAccounting, rss_mb
-from pal_atoms.workflow.mpi.codec import (
-    decode_predictions,
-    encode_labels,
-    encode_structures,
-    label_data_size,
-    label_from_message,
-    prediction_records,
-    read_prediction,
-    read_structure,
-    set_verdict,
-    structure_records,
-)
 from pal_atoms.workflow.mpi.comm import Backoff, Message, Tag, probe
 from pal_atoms.workflow.mpi.layout import Layout, Role
 from pal_atoms.workflow.oracle_queue import Candidate
@@ -81,6 +69,7 @@ class MPIController:
 
     def __init__(self, al: ActiveLearning, comm: Any, layout: Layout):
         self.al, self.comm = al, comm
+        self.codec = al.codec  # structures, or a generic ensemble's samples
         size = comm.Get_size()
         self.predictors = layout.ranks(size, Role.PREDICTION)
         self.oracles = layout.ranks(size, Role.ORACLE)
@@ -129,7 +118,7 @@ class MPIController:
         tag, src = msg.tag, msg.source
         if tag is Tag.PREDICT:
             if not self.stopping:
-                records = structure_records(msg.payload)
+                records = self.codec.structure_records(msg.payload)
                 self.accounting.steps(src, len(records))
                 req = _Request(len(records))
                 self.requests.setdefault(src, deque()).append(req)
@@ -147,7 +136,7 @@ class MPIController:
             rule = self.al.selection
             new = {
                 c.order: score(rule, r)
-                for c, (r, _) in zip(cands, decode_predictions(msg.payload), strict=True)
+                for c, (r, _) in zip(cands, self.codec.decode_predictions(msg.payload), strict=True)
             }
             self.al.queue.reprioritise(new, keep_below=getattr(self.al.selection, "lower", 0.0))
             self.free_pred.append(src)
@@ -166,14 +155,16 @@ class MPIController:
         self.free_pred.append(src)
         al = self.al
         touched: set[int] = set()
-        for (g, req, slot, srec), prec in zip(batch, prediction_records(payload), strict=True):
-            atoms, gid, step = read_structure(srec)
-            results, pre = read_prediction(prec)
+        for (g, req, slot, srec), prec in zip(
+            batch, self.codec.prediction_records(payload), strict=True
+        ):
+            atoms, gid, step = self.codec.read_structure(srec)
+            results, pre = self.codec.read_prediction(prec)
             verdict = al.judge(
                 atoms, None if pre is Verdict.FAILED else results, generator_id=gid, step=step
             )
             # The record goes back as the prediction rank wrote it, plus the verdict.
-            req.replies[slot] = set_verdict(prec, verdict)
+            req.replies[slot] = self.codec.set_verdict(prec, verdict)
             req.missing -= 1
             touched.add(g)
         for g in touched:
@@ -194,13 +185,13 @@ class MPIController:
         self.accounting.idle(src)
         self.free_oracles.append(src)
         data = None
-        size = label_data_size(len(cand.atoms), control)
+        size = self.codec.label_data_size(len(cand.atoms), control)
         if size:
             from mpi4py import MPI
 
             data = np.empty(size)
             self.comm.Recv([data, MPI.DOUBLE], source=src, tag=Tag.LABEL_DATA)
-        label = label_from_message(cand.atoms, control, data)
+        label = self.codec.label_from_message(cand.atoms, control, data)
         # Hand the freed oracle its next structure at once; the label goes to the store with
         # the others of this pass (a flushed HDF5 write costs about 3 ms, however many
         # labels it holds), so cheap oracles never wait on the store.
@@ -218,7 +209,7 @@ class MPIController:
         """
         if not labels:
             return
-        data = encode_labels(labels)
+        data = self.codec.encode_labels(labels)
         for t in self.trainers:
             self._isend(data, t, Tag.TRAIN_DATA)
         if self.validation_every:
@@ -226,7 +217,7 @@ class MPIController:
 
             val = [a for a in labels if is_validation(a, self.validation_every)]
             if val:
-                vdata = encode_labels(val)
+                vdata = self.codec.encode_labels(val)
                 for p in self.predictors:
                     self._isend(vdata, p, Tag.TRAIN_DATA)
 
@@ -256,13 +247,15 @@ class MPIController:
             self._rescore()
         elif event == "baseline":
             self.al.summary.test_force_mae.insert(0, (0, info["test_force_mae"]))
-            logger.info("starting committee: held-out force MAE %.4f eV/Å", info["test_force_mae"])
+            logger.info("starting committee: held-out error %.4g", info["test_force_mae"])
         elif event == "error":  # a bug on a worker rank: stop in order, keep every label
             self.rank_error = f"rank {src} failed: {info['error']}"
         elif info.get("finished"):
             self.gen_finished.add(src)
         elif event == "states":
             self.generator_states.update({str(k): v for k, v in info["states"].items()})
+            # On disk at once, as in one process: a killed job resumes from these.
+            self.al.save_generator_states(self.generator_states)
 
     def _rescore(self) -> None:
         if not self.free_pred or not self.al.queue:
@@ -272,7 +265,9 @@ class MPIController:
         self.rescoring[p] = cands
         self.accounting.busy(p)
         self._isend(
-            encode_structures([(c.atoms, c.generator_id, c.step) for c in cands]), p, Tag.RESCORE
+            self.codec.encode_structures([(c.atoms, c.generator_id, c.step) for c in cands]),
+            p,
+            Tag.RESCORE,
         )
 
     # -- dispatching --------------------------------------------------------------------------
@@ -290,7 +285,7 @@ class MPIController:
             cand = self.al.take_candidate()
             buf = np.concatenate(
                 [
-                    encode_structures([(cand.atoms, cand.generator_id, cand.step)]),
+                    self.codec.encode_structures([(cand.atoms, cand.generator_id, cand.step)]),
                     [cand.uncertainty],
                 ]
             )

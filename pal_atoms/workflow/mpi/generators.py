@@ -20,12 +20,7 @@ from ase import Atoms
 
 from pal_atoms.core.protocols import Verdict
 from pal_atoms.workflow.guards import GuardedGenerator, StepOutcome
-from pal_atoms.workflow.mpi.codec import (
-    decode_predictions,
-    encode_structures,
-    prediction_records,
-    read_prediction,
-)
+from pal_atoms.workflow.mpi import codec as atoms_codec
 from pal_atoms.workflow.mpi.comm import Backoff, Tag, recv, send_array
 
 __all__ = ["BatchingClient", "MPIClient", "generator_rank"]
@@ -40,8 +35,8 @@ class _StopRequested(Exception):
 class MPIClient:
     """:class:`~pal_atoms.core.protocols.PredictionClient` of a rank with one generator."""
 
-    def __init__(self, comm: Any, ctrl: int):
-        self.comm, self.ctrl = comm, ctrl
+    def __init__(self, comm: Any, ctrl: int, codec: Any = atoms_codec):
+        self.comm, self.ctrl, self.codec = comm, ctrl, codec
         self.backoff = Backoff(min_sleep_s=5e-6, max_sleep_s=1e-3)
         self.stop: dict[str, Any] | None = None
 
@@ -52,7 +47,10 @@ class MPIClient:
         if self.stop is not None:
             raise _StopRequested
         send_array(
-            self.comm, encode_structures([(atoms, generator_id, step)]), self.ctrl, Tag.PREDICT
+            self.comm,
+            self.codec.encode_structures([(atoms, generator_id, step)]),
+            self.ctrl,
+            Tag.PREDICT,
         )
         msg = recv(self.comm, source=self.ctrl, backoff=self.backoff)
         assert msg is not None
@@ -60,7 +58,7 @@ class MPIClient:
         if msg.tag is Tag.STOP:
             self.stop = msg.payload
             raise _StopRequested
-        ((results, verdict),) = decode_predictions(msg.payload)
+        ((results, verdict),) = self.codec.decode_predictions(msg.payload)
         return results, verdict or Verdict.UNTRUSTED
 
 
@@ -93,10 +91,20 @@ class BatchingClient:
         ctrl: Rank of the controller.
         generators: This rank's generators (one thread each, started by :meth:`run`).
         state_interval_s: Send the generators' states to the controller this often (s).
+        codec: How structures and predictions travel (the atomistic codec, or a generic
+            ensemble's :class:`~pal_atoms.generic.codec.SampleCodec`).
     """
 
-    def __init__(self, comm: Any, ctrl: int, generators: Sequence[Any], *, state_interval_s: float):
-        self.comm, self.ctrl = comm, ctrl
+    def __init__(
+        self,
+        comm: Any,
+        ctrl: int,
+        generators: Sequence[Any],
+        *,
+        state_interval_s: float,
+        codec: Any = atoms_codec,
+    ):
+        self.comm, self.ctrl, self.codec = comm, ctrl, codec
         self.generators = list(generators)
         self.state_interval_s = state_interval_s
         self.backoff = Backoff(min_sleep_s=5e-6, max_sleep_s=1e-3)
@@ -116,7 +124,7 @@ class BatchingClient:
         self, atoms: Atoms, *, generator_id: int = 0, step: int = 0
     ) -> tuple[dict[str, Any], Verdict]:
         """Queue the geometry for the rank's next message; wait for prediction and verdict."""
-        pending = _Pending(encode_structures([(atoms, generator_id, step)]))
+        pending = _Pending(self.codec.encode_structures([(atoms, generator_id, step)]))
         with self._lock:
             if self.stop is not None:
                 raise _StopRequested
@@ -127,7 +135,7 @@ class BatchingClient:
         pending.ready.acquire()
         if pending.reply is None:  # released without an answer: the run is stopping
             raise _StopRequested
-        results, verdict = read_prediction(pending.reply)
+        results, verdict = self.codec.read_prediction(pending.reply)
         return results, verdict or Verdict.UNTRUSTED
 
     def _drive(self, guard: GuardedGenerator) -> None:
@@ -224,7 +232,7 @@ class BatchingClient:
                 self.stop = msg.payload
                 self._release(batch, None)
                 break
-            self._release(batch, prediction_records(msg.payload))
+            self._release(batch, self.codec.prediction_records(msg.payload))
         for t in threads:  # a stopped generator leaves at its next evaluate
             t.join()
         if self._error is not None:
@@ -232,7 +240,12 @@ class BatchingClient:
 
 
 def generator_rank(
-    comm: Any, ctrl: int, generators: Sequence[Any], *, state_interval_s: float = 60.0
+    comm: Any,
+    ctrl: int,
+    generators: Sequence[Any],
+    *,
+    state_interval_s: float = 60.0,
+    codec: Any = atoms_codec,
 ) -> None:
     """Run this rank's generators until the controller says stop.
 
@@ -242,12 +255,14 @@ def generator_rank(
     client: MPIClient | BatchingClient
     try:
         if len(generators) > 1:
-            batching = BatchingClient(comm, ctrl, generators, state_interval_s=state_interval_s)
+            batching = BatchingClient(
+                comm, ctrl, generators, state_interval_s=state_interval_s, codec=codec
+            )
             client = batching
             batching.run()
             steps = sum(batching.steps.values())
         else:
-            single = MPIClient(comm, ctrl)
+            single = MPIClient(comm, ctrl, codec)
             client = single
             steps = _run_one(comm, ctrl, single, generators, state_interval_s)
     except Exception as exc:  # a bug in user code: the controller ends the run in order

@@ -20,11 +20,7 @@ from ase import Atoms
 from pal_atoms.core.label import Label
 from pal_atoms.core.protocols import Verdict
 from pal_atoms.workflow.guards import label_guarded
-from pal_atoms.workflow.mpi.codec import (
-    decode_structures,
-    encode_predictions,
-    label_message,
-)
+from pal_atoms.workflow.mpi import codec as atoms_codec
 from pal_atoms.workflow.mpi.comm import Backoff, Tag, recv, send_array
 from pal_atoms.workflow.prediction import failed_prediction, predict_guarded
 
@@ -66,6 +62,7 @@ def prediction_rank(
     *,
     checkpoint: Path | None = None,
     test_set: Sequence[Atoms] = (),
+    codec: Any = atoms_codec,
 ) -> None:
     """Serve batched committee predictions; load published weights; checkpoint if asked.
 
@@ -76,7 +73,6 @@ def prediction_rank(
     started from; the rank with the checkpoint reports each publish to the controller.
     """
     from pal_atoms.workflow.metrics import force_mae
-    from pal_atoms.workflow.mpi.codec import decode_labels
     from pal_atoms.workflow.publishing import apply_published
 
     validation: list[Atoms] = []
@@ -93,14 +89,17 @@ def prediction_rank(
         assert msg is not None
         backoff.reset()
         if msg.tag in (Tag.BATCH, Tag.RESCORE):
-            frames = [a for a, _, _ in decode_structures(msg.payload)]
+            frames = [a for a, _, _ in codec.decode_structures(msg.payload)]
             guarded = predict_guarded(committee, frames)
-            results = [r or failed_prediction(len(a)) for r, a in zip(guarded, frames, strict=True)]
+            results = [
+                r or failed_prediction(len(a), committee, a)
+                for r, a in zip(guarded, frames, strict=True)
+            ]
             verdicts = [None if r is not None else Verdict.FAILED for r in guarded]
             reply = Tag.BATCH_RESULT if msg.tag is Tag.BATCH else Tag.RESCORE_RESULT
-            send_array(comm, encode_predictions(results, verdicts), ctrl, reply)
+            send_array(comm, codec.encode_predictions(results, verdicts), ctrl, reply)
         elif msg.tag is Tag.TRAIN_DATA:
-            validation += decode_labels(msg.payload)
+            validation += codec.decode_labels(msg.payload)
         elif msg.tag is Tag.WEIGHTS:
             weights, members = deserialize_weights(msg.payload)
             info = apply_published(
@@ -126,6 +125,7 @@ def oracle_rank(
     *,
     timeout_s: float | None,
     isolate: bool,
+    codec: Any = atoms_codec,
 ) -> None:
     """Label structures one at a time; failures become labels with a status."""
     # Right after a label the next one usually follows at once (fast polls after the
@@ -141,9 +141,9 @@ def oracle_rank(
             return
         if msg.tag is not Tag.LABEL:
             continue
-        ((atoms, gid, step),) = decode_structures(msg.payload[:-1])
+        ((atoms, gid, step),) = codec.decode_structures(msg.payload[:-1])
         label = label_guarded(label_fn, atoms, oracle, timeout_s=timeout_s, isolate=isolate)
-        control, data = label_message(
+        control, data = codec.label_message(
             label, generator_id=gid, step=step, uncertainty=float(msg.payload[-1])
         )
         comm.send(control, dest=ctrl, tag=Tag.LABEL_DONE)

@@ -76,6 +76,7 @@ def run_mpi(al: ActiveLearning) -> Summary:
             al.committee,
             checkpoint=checkpoint,
             test_set=al.test_set if first else (),
+            codec=al.codec,
         )
     elif role is Role.ORACLE:
         oracle_rank(
@@ -85,6 +86,7 @@ def run_mpi(al: ActiveLearning) -> Summary:
             al.label_fn,
             timeout_s=al.settings.oracle_timeout_s,
             isolate=al.settings.isolate_oracle,
+            codec=al.codec,
         )
     elif role is Role.TRAINING:
         trainers = layout.ranks(size, Role.TRAINING)
@@ -107,12 +109,19 @@ def run_mpi(al: ActiveLearning) -> Summary:
                 al.trainer,
                 members=members,
                 retrain_size=al.settings.retrain_size,
+                codec=al.codec,
             )
     else:
         gen_ranks = layout.ranks(size, Role.GENERATOR)
         k = gen_ranks.index(rank)
         mine = [g for i, g in enumerate(al.generators) if i % len(gen_ranks) == k]
-        generator_rank(comm, CONTROLLER, mine, state_interval_s=al.settings.checkpoint_interval_s)
+        generator_rank(
+            comm,
+            CONTROLLER,
+            mine,
+            state_interval_s=al.settings.checkpoint_interval_s,
+            codec=al.codec,
+        )
     return Summary(stop_reason=f"{role} rank {rank} finished")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ase import Atoms
 
-from pal_atoms.workflow.mpi.codec import decode_labels
+from pal_atoms.workflow.mpi import codec as atoms_codec
 from pal_atoms.workflow.mpi.comm import Backoff, Tag, recv, send_array
 from pal_atoms.workflow.mpi.ranks import serialize_weights
 from pal_atoms.workflow.summary import urgent_stop
@@ -26,11 +26,11 @@ __all__ = ["stream_rank", "training_rank"]
 logger = logging.getLogger(__name__)
 
 
-def _drain(comm: Any, ctrl: int, labels: list[Atoms]) -> list[Atoms]:
+def _drain(comm: Any, ctrl: int, labels: list[Atoms], codec: Any = atoms_codec) -> list[Atoms]:
     """Append every label message waiting from the controller to ``labels``; return them."""
     extra: list[Atoms] = []
     while (more := recv(comm, source=ctrl, tag=Tag.TRAIN_DATA, timeout_s=0)) is not None:
-        extra += decode_labels(more.payload)
+        extra += codec.decode_labels(more.payload)
     labels.extend(extra)
     return extra
 
@@ -55,7 +55,7 @@ def stream_rank(comm: Any, ctrl: int, trainer: Any) -> None:
         msg = recv(comm, source=ctrl, backoff=backoff, timeout_s=None if not trainer.n_train else 0)
         while msg is not None:
             if msg.tag is Tag.TRAIN_DATA:
-                trainer.add(decode_labels(msg.payload))
+                trainer.add(atoms_codec.decode_labels(msg.payload))
             elif msg.tag is Tag.STOP:
                 comm.send(
                     {"role": "training", "steps": trainer.step, "publishes": trainer.publishes},
@@ -76,7 +76,14 @@ def stream_rank(comm: Any, ctrl: int, trainer: Any) -> None:
 
 
 def training_rank(
-    comm: Any, ctrl: int, committee: Any, trainer: Any, *, members: Sequence[int], retrain_size: int
+    comm: Any,
+    ctrl: int,
+    committee: Any,
+    trainer: Any,
+    *,
+    members: Sequence[int],
+    retrain_size: int,
+    codec: Any = atoms_codec,
 ) -> None:
     """Collect labels; train ``members`` once ``retrain_size`` new ones arrived; send weights.
 
@@ -94,24 +101,38 @@ def training_rank(
         if msg is None:  # recv without a timeout only returns a message; be safe anyway
             continue
         if msg.tag is Tag.TRAIN_DATA:
-            arrived = decode_labels(msg.payload)
+            arrived = codec.decode_labels(msg.payload)
             labels += arrived
             new += len(arrived)
         elif msg.tag is Tag.STOP:
-            new += len(_drain(comm, ctrl, labels))
+            new += len(_drain(comm, ctrl, labels, codec))
             if new and not _urgent(msg.payload):
                 logger.info("last round on %d labels (%d new) before stopping", len(labels), new)
                 rounds += 1
                 _train_round(
-                    comm, ctrl, committee, trainer, labels=labels, members=members, round_no=rounds
+                    comm,
+                    ctrl,
+                    committee,
+                    trainer,
+                    labels=labels,
+                    members=members,
+                    round_no=rounds,
+                    codec=codec,
                 )
             comm.send({"role": "training", "rounds": rounds}, dest=ctrl, tag=Tag.DONE)
             return
         if new >= retrain_size:
-            _drain(comm, ctrl, labels)
+            _drain(comm, ctrl, labels, codec)
             rounds += 1
             _train_round(
-                comm, ctrl, committee, trainer, labels=labels, members=members, round_no=rounds
+                comm,
+                ctrl,
+                committee,
+                trainer,
+                labels=labels,
+                members=members,
+                round_no=rounds,
+                codec=codec,
             )
             new = 0
 
@@ -125,6 +146,7 @@ def _train_round(
     labels: list[Atoms],
     members: Sequence[int],
     round_no: int,
+    codec: Any = atoms_codec,
 ) -> None:
     """Train ``members`` on ``labels`` (and later arrivals), send the weights and a log."""
     t0 = time.perf_counter()
@@ -132,7 +154,7 @@ def _train_round(
     # A user's trainer may not take ``more_labels``: it then trains on the round's
     # labels alone, and later arrivals wait for the next round.
     extra = (
-        {"more_labels": functools.partial(_drain, comm, ctrl, labels)}
+        {"more_labels": functools.partial(_drain, comm, ctrl, labels, codec)}
         if "more_labels" in inspect.signature(trainer.train).parameters
         else {}
     )
