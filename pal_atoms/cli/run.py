@@ -136,18 +136,9 @@ def _cores() -> int:
 
 
 def _n_generators(config: MDRunConfig) -> int:
-    from pal_atoms.jobs.sh import SHRunConfig
-    from pal_atoms.jobs.ts import TSRunConfig
     from pal_atoms.store.exchange import read_structures
 
-    if isinstance(config, SHRunConfig):
-        return config.generators
-    n = len(read_structures(config.system))
-    if getattr(config, "transfer_samples", 0):  # pal-atoms reaction: a sampler per frame
-        return 2 * n
-    if isinstance(config, TSRunConfig):
-        return n * config.searches_per_frame if config.driver == "sella" else max(1, n // 2)
-    return n
+    return config.n_generators(len(read_structures(config.system)))
 
 
 def _auto_np(config: MDRunConfig) -> int:

@@ -54,9 +54,12 @@ class RasterCNN(torch.nn.Module):
 
     The input ``(B, n_points, 2)`` of ``(x, y)`` centres (raw units; build the ensemble
     with ``scale_inputs=False``) is drawn as soft squares of side ``size`` on a
-    ``pixels`` grid over ``extent``, then convolutions, global average and max pooling
-    and a small head predict every output. Shifts of the objects move features, not the
-    pooled result, so the model generalises over positions it has not seen.
+    ``pixels`` grid over ``extent``; convolutions follow, then average and max pooling
+    along ``x`` only, and a small head predicts every output from the pooled features of
+    every row. Pooling along ``x`` makes the prediction invariant to shifts along the
+    channel (PAL's CNNs are shift and flip invariant) while it still sees how far an
+    object is from the walls. With ``mirror`` the prediction is averaged over the image
+    and its mirror image in ``y`` (``y -> height - y``), so it is flip invariant exactly.
 
     Args:
         inputs: The schema's inputs (one, of shape ``(n_points, 2)``).
@@ -65,6 +68,7 @@ class RasterCNN(torch.nn.Module):
         pixels: ``(rows, columns)`` of the image.
         size: Side of each square in input units.
         channels: Channels of the convolution layers.
+        mirror: Average over the mirror image in ``y``.
     """
 
     xs: torch.Tensor
@@ -79,8 +83,10 @@ class RasterCNN(torch.nn.Module):
         pixels: tuple[int, int] = (16, 64),
         size: float = 0.2,
         channels: tuple[int, ...] = (8, 16),
+        mirror: bool = True,
     ):
         super().__init__()
+        self.mirror = mirror
         (self.name, shape), *rest = inputs.items()
         if rest or len(shape) != 2 or shape[1] != 2:
             raise ValueError(f"RasterCNN takes one input of shape (n, 2), got {inputs}")
@@ -100,7 +106,7 @@ class RasterCNN(torch.nn.Module):
         self.conv = torch.nn.Sequential(*layers)
         n_out = sum(math.prod(s) for s in outputs.values())
         self.head = torch.nn.Sequential(
-            torch.nn.Linear(2 * last, 32), torch.nn.SiLU(), torch.nn.Linear(32, n_out)
+            torch.nn.Linear(2 * last * rows, 32), torch.nn.SiLU(), torch.nn.Linear(32, n_out)
         )
 
     def image(self, points: torch.Tensor) -> torch.Tensor:
@@ -110,10 +116,16 @@ class RasterCNN(torch.nn.Module):
         squares = torch.sigmoid(dy)[..., :, None] * torch.sigmoid(dx)[..., None, :]
         return squares.amax(dim=1, keepdim=True)
 
+    def _predict(self, img: torch.Tensor) -> torch.Tensor:
+        z = self.conv(img)  # (B, C, rows, cols): pool along the channel only
+        return self.head(torch.cat([z.mean(dim=3), z.amax(dim=3)], dim=1).flatten(1))
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{input: (B, n, 2)}`` -> ``{output: (B, *shape)}``."""
-        z = self.conv(self.image(batch[self.name]))
-        y = self.head(torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1))
+        img = self.image(batch[self.name])
+        y = self._predict(img)
+        if self.mirror:
+            y = (y + self._predict(torch.flip(img, dims=(2,)))) / 2
         out, i = {}, 0
         for name, shape in self.outputs.items():
             n = math.prod(shape)

@@ -138,6 +138,10 @@ class MDRunConfig:
     resume: bool = False
     seed: int = 0
 
+    def n_generators(self, n_frames: int) -> int:
+        """Generators the job runs for ``n_frames`` starting frames (one MD per frame)."""
+        return n_frames
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "system", Path(self.system))
         object.__setattr__(self, "out", Path(self.out))

@@ -80,6 +80,10 @@ class ReactionRunConfig(MDRunConfig):
     path_steps: int = 200
     transfer_samples: int = 0
 
+    def n_generators(self, n_frames: int) -> int:
+        """Steered MD per frame, plus a transfer sampler per frame with ``transfer_samples``."""
+        return 2 * n_frames if self.transfer_samples else n_frames
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.high_oracle is not None and self.high_oracle not in ORACLES:

@@ -74,6 +74,10 @@ class SHRunConfig(MDRunConfig):
     wigner_temperature_K: float = 0.0
     rescaling: str = "gradient_difference"
 
+    def n_generators(self, n_frames: int) -> int:
+        """``generators`` surface-hopping generators, however many frames."""
+        return self.generators
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.states < 2:

@@ -60,6 +60,12 @@ class TSRunConfig(MDRunConfig):
     max_iterations: int = 200
     neb_images: int = 5
 
+    def n_generators(self, n_frames: int) -> int:
+        """Sella searches per frame, or one NEB per reactant/product pair."""
+        return (
+            n_frames * self.searches_per_frame if self.driver == "sella" else max(1, n_frames // 2)
+        )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.driver not in DRIVERS:

@@ -113,3 +113,22 @@ def test_training_settings_are_validated():
         TrainingSettings(epochs=0)
     with pytest.raises(InputError, match="lr"):
         TrainingSettings(lr=-1.0)
+
+
+def test_the_raster_cnn_is_flip_invariant_and_shift_invariant_along_the_channel():
+    from pal_atoms.generic.models import RasterCNN
+
+    torch.manual_seed(0)
+    model = RasterCNN({"p": (2, 2)}, {"cf": (), "st": ()}, extent=(8.0, 1.0), pixels=(8, 64))
+    pixel = 8.0 / 64
+    points = torch.tensor([[[2.0, 0.3], [4.5, 0.7]]])
+    mirrored = points * torch.tensor([1.0, -1.0]) + torch.tensor([0.0, 1.0])
+    shifted = points + torch.tensor([3 * pixel, 0.0])
+    moved_y = points + torch.tensor([0.0, 0.1])
+    with torch.no_grad():
+        ref, flip = model({"p": points}), model({"p": mirrored})
+        shift, other = model({"p": shifted}), model({"p": moved_y})
+    for k in ("cf", "st"):
+        torch.testing.assert_close(flip[k], ref[k], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(shift[k], ref[k], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(other[k], ref[k], atol=1e-5)  # it does see the walls
