@@ -41,12 +41,14 @@ class ActiveLearning(RunState):
 
     Args:
         committee: Committee calculator (``predict_batch``, ``save``); its predictions drive
-            the generators.
+            the generators. A :class:`pal_atoms.generic.Ensemble` runs the same loop on
+            generic samples: it brings its trainer, trust window, store and MPI codec
+            (:mod:`pal_atoms.workflow.kernels`).
         oracle: Oracle calculator labelled through :func:`pal_atoms.oracles.label`.
         generators: Generators (:class:`pal_atoms.dynamics.Generator`), stepped in turn.
         store: Label store, or the path of one (opened and closed by the run).
         trainer: Trains the committee on the store's ``ok`` labels (``train(labels)``);
-            ``None`` disables training.
+            ``None``: the committee's ``default_trainer()`` if it has one, else no training.
         selection: Selection rule (default :class:`~pal_atoms.workflow.selection.TrustWindow`).
         settings: Limits and knobs (:class:`~pal_atoms.workflow.settings.WorkflowSettings`).
         run_dir: Folder for checkpoints, generator states and metrics (``None``: none).
