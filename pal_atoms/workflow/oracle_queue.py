@@ -192,12 +192,13 @@ class OracleQueue:
         return out
 
     def rescore(
-        self, score: Callable[[list[Atoms]], list[float]], *, keep_below: float = 0.0
+        self, score: Callable[[list[Atoms]], list[float | None]], *, keep_below: float = 0.0
     ) -> int:
         """Re-rank with a new committee (PAL's dynamic oracle list).
 
         Args:
-            score: Maps a list of structures to their new uncertainties (eV/Å).
+            score: Maps a list of structures to their new uncertainties (eV/Å); ``None``
+                for one the committee failed on (it keeps its priority).
             keep_below: Candidates whose new uncertainty is below this value are now
                 trusted and leave the queue.
 
@@ -209,7 +210,8 @@ class OracleQueue:
         cands = list(self._heap)
         new = score([c.atoms for c in cands])
         return self.reprioritise(
-            {c.order: float(u) for c, u in zip(cands, new, strict=True)}, keep_below=keep_below
+            {c.order: float(u) for c, u in zip(cands, new, strict=True) if u is not None},
+            keep_below=keep_below,
         )
 
     def reprioritise(self, uncertainties: dict[int, float], *, keep_below: float = 0.0) -> int:

@@ -27,7 +27,6 @@ from pal_atoms.store import LabelStore
 from pal_atoms.workflow.guards import GuardedGenerator, StepOutcome, label_guarded
 from pal_atoms.workflow.metrics import MetricsLog, force_mae
 from pal_atoms.workflow.prediction import failed_prediction, predict_guarded
-from pal_atoms.workflow.selection import score
 from pal_atoms.workflow.state import RunState
 from pal_atoms.workflow.summary import StopRun, Summary, urgent_stop
 
@@ -108,10 +107,7 @@ class ActiveLearning(RunState):
                     else ("force MAE", mae, " eV/Å")
                 ),
             )
-        self.queue.rescore(
-            lambda frames: [score(self.selection, r) for r in self.committee.predict_batch(frames)],
-            keep_below=getattr(self.selection, "lower", 0.0),
-        )
+        self.rescore_queue()
         self._checkpoint_committee()
 
     def _save_generators(self) -> None:

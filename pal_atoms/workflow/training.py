@@ -16,6 +16,7 @@ from typing import Any
 from ase import Atoms
 
 from pal_atoms.workflow.oracle_queue import Candidate, OracleQueue
+from pal_atoms.workflow.prediction import predict_guarded
 from pal_atoms.workflow.publishing import apply_published
 from pal_atoms.workflow.selection import score
 from pal_atoms.workflow.settings import WorkflowSettings
@@ -156,7 +157,17 @@ class TrainingState:
         )
         self._timings["prediction"] += time.perf_counter() - t0
         self.note_publish(info)
+        self.rescore_queue()
+
+    def rescore_queue(self) -> None:
+        """Re-rank the queue with the serving committee (one process; guarded).
+
+        A candidate the committee fails on keeps its priority (no made-up score).
+        """
         self.queue.rescore(
-            lambda frames: [score(self.selection, r) for r in self.committee.predict_batch(frames)],
+            lambda frames: [
+                None if r is None else score(self.selection, r)
+                for r in predict_guarded(self.committee, frames)
+            ],
             keep_below=getattr(self.selection, "lower", 0.0),
         )

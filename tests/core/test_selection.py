@@ -112,3 +112,17 @@ def test_queue_policy_is_checked():
         OracleQueue(policy="random")
     with pytest.raises(ConfigError, match="queue_policy"):
         WorkflowSettings(queue_policy="random")
+
+
+def test_a_candidate_the_committee_fails_on_keeps_its_place_when_the_queue_is_rescored():
+    from ase import Atoms
+
+    from pal_atoms.workflow.oracle_queue import OracleQueue
+
+    queue = OracleQueue(cap=10, diversity_A=0.0)
+    for i, u in enumerate((0.3, 0.2, 0.1)):
+        queue.push(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7 + 0.1 * i]]), u)
+    # The committee fails on the first candidate (None) and trusts the last one now.
+    removed = queue.rescore(lambda frames: [None, 0.25, 0.01], keep_below=0.05)
+    assert removed == 1 and len(queue) == 2
+    assert [round(c.uncertainty, 2) for c in (queue.pop(), queue.pop())] == [0.3, 0.25]

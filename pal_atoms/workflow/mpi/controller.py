@@ -134,9 +134,11 @@ class MPIController:
             cands = self.rescoring.pop(src)
             self.accounting.idle(src)
             rule = self.al.selection
+            # A candidate the committee failed on (verdict FAILED) keeps its priority.
             new = {
                 c.order: score(rule, r)
-                for c, (r, _) in zip(cands, self.codec.decode_predictions(msg.payload), strict=True)
+                for c, (r, v) in zip(cands, self.codec.decode_predictions(msg.payload), strict=True)
+                if v is not Verdict.FAILED
             }
             self.al.queue.reprioritise(new, keep_below=getattr(self.al.selection, "lower", 0.0))
             self.free_pred.append(src)
