@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from pal_atoms.core.errors import InputError, OracleError, OracleSetupError
+from pal_atoms.generic.channel_case import write_dictionaries
 
 __all__ = ["ChannelFlow", "ChannelFlowSettings", "openfoam_available"]
 
@@ -145,7 +146,7 @@ class ChannelFlow:
         root = self.settings.work_dir
         case = Path(tempfile.mkdtemp(prefix="channel-", dir=root))
         try:
-            write_case(case, self.settings, promoters)
+            write_dictionaries(case, self.settings, promoters)
             return self._solve(case, bool(len(promoters)))
         finally:
             if not self.settings.keep_cases:
@@ -198,10 +199,3 @@ def _last(folder: Path) -> tuple[int, float]:
     if not rows:
         raise OracleError(f"{folder.name} output is empty")
     return int(float(rows[-1][0])), float(rows[-1][-1])
-
-
-def write_case(case: Path, s: ChannelFlowSettings, promoters: np.ndarray) -> None:
-    """Write the OpenFOAM case for ``promoters`` (centres in ``H``) into ``case``."""
-    from pal_atoms.generic.channel_case import write_dictionaries
-
-    write_dictionaries(case, s, promoters)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pal_atoms.core.errors import InputError
-from pal_atoms.core.samples import Sample, Schema
+from pal_atoms.core.samples import Schema
 from pal_atoms.generic.training import EnsembleTrainer, TrainingSettings
 
 __all__ = ["Ensemble", "Prediction"]
@@ -263,10 +263,6 @@ class Ensemble:
         from pal_atoms.generic.codec import SampleCodec
 
         return SampleCodec(self.schema)
-
-    def sample(self, values: Mapping[str, Any]) -> Sample:
-        """A checked sample of this schema."""
-        return self.schema.sample(values)
 
     # -- weights --------------------------------------------------------------------------
     def get_weights(self) -> list[dict[str, torch.Tensor]]:

@@ -14,7 +14,6 @@ module-level function, not a lambda). An external program is a callable that run
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pal_atoms.core.errors import ConfigError, InputError
+from pal_atoms.core.errors import ConfigError, InputError, OracleSetupError
 from pal_atoms.core.label import LabelStatus
 from pal_atoms.core.samples import Sample, SampleLabel, Schema
 
@@ -129,18 +128,16 @@ def label_sample(
     if not callable(getattr(oracle, "attempt", None)):
         raise InputError(f"{type(oracle).__name__} is not an oracle of generic samples")
     if timeout_s is not None or isolate or worker is not None:
-        try:
-            pickle.dumps(oracle)
-        except Exception as exc:
-            raise ConfigError(
-                f"oracle {oracle.name!r} cannot run in a worker process ({exc}); use a "
-                "module-level function instead of a lambda or closure, or no timeout"
-            ) from exc
-        if worker is None:
-            from pal_atoms.oracles.worker import shared_worker
+        from pal_atoms.oracles.worker import shared_worker
 
-            worker = shared_worker()
-        outcome = worker.run_attempt(oracle, sample, timeout_s=timeout_s)
+        runner: Any = worker or shared_worker()  # it runs samples as it runs structures
+        try:  # the worker pickles the oracle; a lambda or closure cannot be
+            outcome = runner.run_attempt(oracle, sample, timeout_s=timeout_s)
+        except OracleSetupError as exc:
+            raise ConfigError(
+                f"oracle {oracle.name!r} cannot run in a worker process ({exc.__cause__}); "
+                "use a module-level function instead of a lambda or closure, or no timeout"
+            ) from exc
     else:
         outcome = oracle.attempt(sample)
     ok = outcome.status is LabelStatus.OK

@@ -88,6 +88,17 @@ class _BoxGenerator(Generator):
     def _random(self, n: int) -> np.ndarray:
         return self.low + self.rng.random((n, self.dim)) * (self.high - self.low)
 
+    def _finish(self, reason: str) -> GeneratorEvent:
+        """Mark the generator done; the ``FINISHED`` event that says so."""
+        self.done = True
+        return GeneratorEvent(
+            generator_id=self.generator_id,
+            step=self.step,
+            verdict=None,
+            action=Action.FINISHED,
+            reason=reason,
+        )
+
     def _state(self) -> dict[str, Any]:
         return {**self._base_state(), "rng": self.rng.bit_generator.state}
 
@@ -228,14 +239,7 @@ class ParticleSwarm(_BoxGenerator):
         taken = 0
         while not self.done and (max_steps is None or taken < max_steps):
             if self.iterations is not None and self.iteration >= self.iterations:
-                self.done = True
-                yield GeneratorEvent(
-                    generator_id=self.generator_id,
-                    step=self.step,
-                    verdict=None,
-                    action=Action.FINISHED,
-                    reason=f"{self.iterations} iterations",
-                )
+                yield self._finish(f"{self.iterations} iterations")
                 return
             i = self.cursor
             self.step += 1
@@ -363,14 +367,7 @@ class RandomSampler(_BoxGenerator):
         taken = 0
         while not self.done and (max_steps is None or taken < max_steps):
             if self.step >= self.n_samples:
-                self.done = True
-                yield GeneratorEvent(
-                    generator_id=self.generator_id,
-                    step=self.step,
-                    verdict=None,
-                    action=Action.FINISHED,
-                    reason=f"{self.n_samples} samples",
-                )
+                yield self._finish(f"{self.n_samples} samples")
                 return
             point = self.points[self.step]
             self.step += 1

@@ -101,11 +101,7 @@ class ActiveLearning(RunState):
                 "training round %d on %d labels: held-out %s %.4g%s",
                 self.summary.training_rounds,
                 len(labels),
-                *(
-                    ("MAE", mae, "")
-                    if hasattr(self.committee, "schema")
-                    else ("force MAE", mae, " eV/Å")
-                ),
+                *(("MAE", mae, "") if self.generic else ("force MAE", mae, " eV/Å")),
             )
         self.rescore_queue()
         self._checkpoint_committee()

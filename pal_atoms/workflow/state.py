@@ -72,6 +72,8 @@ class RunState(TrainingState):
         if len(set(ids)) != len(ids):
             raise InputError(f"generator ids must be unique, got {ids}")
         self.committee = committee
+        #: Generic samples (a committee with a schema) rather than structures.
+        self.generic = getattr(committee, "schema", None) is not None
         self.oracle = oracle
         self.generators = list(generators)
         self.trainer, self.selection, self.label_fn = resolve_kernels(
@@ -396,7 +398,7 @@ class RunState(TrainingState):
                 max_steps=self.settings.max_steps,
             ),
             "final": final,
-            **({"generic": True} if hasattr(self.committee, "schema") else {}),
+            **({"generic": True} if self.generic else {}),
         }
 
     def install_signal_handlers(self) -> dict[int, Any]:

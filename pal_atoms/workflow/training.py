@@ -45,6 +45,7 @@ class TrainingState:
     _timings: dict[str, float]
     _training_states: dict[int, dict[str, Any]]
     _val_force_mae: float | None
+    generic: bool
 
     def may_label(self) -> bool:
         """Whether a queued structure may go to an oracle now (both transports).
@@ -99,9 +100,9 @@ class TrainingState:
             logger.info(
                 "published members %s: held-out %s %.4g%s%s",
                 info.get("members"),
-                "MAE" if hasattr(self.committee, "schema") else "force MAE",
+                "MAE" if self.generic else "force MAE",
                 info["test_force_mae"],
-                "" if hasattr(self.committee, "schema") else " eV/Å",
+                "" if self.generic else " eV/Å",
                 f", spread x{info['calibration']['force_std_scale']:.2f}"
                 if "calibration" in info
                 else "",
