@@ -20,6 +20,7 @@ pass per state). With one state (the default) the model is exactly the one-state
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -105,10 +106,16 @@ class CommitteeModel(torch.nn.Module):
         self.mode = mode
         self.n_states = n_states
         n_backbones = 1 if mode == "shared" else n_members
+        # Member 0 is built; the others are copies of it with fresh weights where the
+        # backend can redraw them (Backend.redraw: milliseconds instead of seconds each).
+        first = self._build(backend.build_backbone, seed)
         self.backbones = torch.nn.ModuleList(
-            [self._build(backend.build_backbone, seed + m) for m in range(n_backbones)]
+            [first] + [self._build(backend.build_backbone, seed + m, first) for m in range(1, n_backbones)]
         )
-        self.heads = torch.nn.ModuleList([self._build_head(seed + m) for m in range(n_members)])
+        head = self._build_head(seed)
+        self.heads = torch.nn.ModuleList(
+            [head] + [self._build_head(seed + m, head) for m in range(1, n_members)]
+        )
         self.register_buffer("e0", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
@@ -126,31 +133,41 @@ class CommitteeModel(torch.nn.Module):
         self.e0.data = e0.to(device=self.e0.device, dtype=torch.float64)
         return self
 
-    def _build(self, builder: Any, seed: int) -> torch.nn.Module:
+    def _build(self, builder: Any, seed: int, like: Any = None) -> torch.nn.Module:
+        """A new module under ``seed``: a copy of ``like`` with redrawn weights, or built."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if like is not None and self.backend.can_redraw:
+                module = copy.deepcopy(like)
+                self.backend.redraw(module)
+                return module
             return builder(self.n_attributes, self.hyper)
 
-    def _build_head(self, seed: int) -> torch.nn.Module:
+    def _build_head(self, seed: int, like: Any = None) -> torch.nn.Module:
+        build = self.backend.build_head
         if self.n_states == 1:
-            return self._build(self.backend.build_head, seed)
-        # State s of member m is built under its own seed, so states start apart.
-        return StateHeads(
-            [self._build(self.backend.build_head, seed + 7919 * s) for s in range(self.n_states)]
-        )
+            return self._build(build, seed, like)
+        # State s of member m is drawn under its own seed, so states start apart.
+        template = like.states[0] if like is not None else None
+        heads: list[torch.nn.Module] = []
+        for s in range(self.n_states):
+            heads.append(self._build(build, seed + 7919 * s, template))
+            template = heads[0] if template is None else template
+        return StateHeads(heads)
 
     def reinitialise(self, members: Sequence[int], seed: int) -> None:
         """Draw fresh weights for ``members`` (and the backbone in shared mode)."""
         device = self.scale.device
         dtype = self.scale.dtype
+        build = self.backend.build_backbone
         for m in members:
-            self.heads[m] = self._build_head(seed + m).to(device, dtype)
+            self.heads[m] = self._build_head(seed + m, self.heads[m]).to(device, dtype)
             if self.mode == "full":
-                self.backbones[m] = self._build(self.backend.build_backbone, seed + m).to(
+                self.backbones[m] = self._build(build, seed + m, self.backbones[m]).to(
                     device, dtype
                 )
         if self.mode == "shared":
-            self.backbones[0] = self._build(self.backend.build_backbone, seed).to(device, dtype)
+            self.backbones[0] = self._build(build, seed, self.backbones[0]).to(device, dtype)
 
     def member_parameters(self, members: Sequence[int]) -> list[torch.nn.Parameter]:
         """Trainable parameters of ``members`` (the shared backbone counts for all)."""
