@@ -1,11 +1,11 @@
 # Two commands do everything on a fresh machine (see README):
 #   make md     set up .venv, then run the main job on the shipped Bi clusters
-#   make test   set up .venv, then run the whole test suite
+#   make test   set up .venv, then run the test suite (tests marked slow: make test-slow)
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: md test setup setup-cfd thermofluid lint typecheck bench clean
+.PHONY: md test test-slow setup setup-cfd thermofluid lint typecheck bench clean
 
 setup:
 	@PAL_VENV=$(VENV) bash scripts/setup.sh
@@ -20,8 +20,13 @@ thermofluid: setup-cfd
 md: setup
 	$(BIN)/pal-atoms md --system examples/bi_cluster.xyz $(ARGS)
 
+# The suite without the tests marked slow (each over ~20 s on 2 cores: MPI jobs, CLI runs,
+# Slurm, the examples); CI (.ci/run) runs both targets.
 test: setup
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -m "not slow" $(ARGS)
+
+test-slow: setup
+	$(BIN)/pytest -m slow $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -104,8 +104,9 @@ class Backend(abc.ABC):
         """
 
     def redraw(self, module: torch.nn.Module) -> None:
-        """Overwrite every parameter of ``module`` (a copy of a built one) in place with
-        fresh initial values, drawn from torch's global generator by the builder's law.
+        """Give ``module`` (a copy of a built one) fresh initial weights, in place.
+
+        Every parameter is redrawn from torch's global generator by the builder's law.
 
         Building can cost seconds (MACE generates and compiles code per module), and every
         MPI rank builds the whole committee; a copy with redrawn weights costs milliseconds.

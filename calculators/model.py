@@ -20,7 +20,6 @@ pass per state). With one state (the default) the model is exactly the one-state
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 
 from .backend import BackboneInput, Backend
 from .graph import Graph
+from .members import StateHeads, new_head, new_module
 from .species import node_attribute_table
 
 __all__ = ["MODES", "CommitteeModel", "StateHeads"]
@@ -37,18 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: Committee modes: independent members, or N heads on one shared backbone.
 MODES = ("full", "shared")
-
-
-class StateHeads(torch.nn.Module):
-    """One backend readout per electronic state: features in, ``[n_nodes, n_states]`` out."""
-
-    def __init__(self, heads: Sequence[torch.nn.Module]) -> None:
-        super().__init__()
-        self.states = torch.nn.ModuleList(heads)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Per-node energies of every state. Shape: ``[n_nodes, n_states]``."""
-        return torch.stack([head(features) for head in self.states], dim=-1)
 
 
 class CommitteeModel(torch.nn.Module):
@@ -106,16 +94,13 @@ class CommitteeModel(torch.nn.Module):
         self.mode = mode
         self.n_states = n_states
         n_backbones = 1 if mode == "shared" else n_members
-        # Member 0 is built; the others are copies of it with fresh weights where the
-        # backend can redraw them (Backend.redraw: milliseconds instead of seconds each).
+        # Member 0 is built, the others copied from it with fresh weights (.members).
         first = self._build(backend.build_backbone, seed)
-        self.backbones = torch.nn.ModuleList(
-            [first] + [self._build(backend.build_backbone, seed + m, first) for m in range(1, n_backbones)]
-        )
+        rest = [self._build(backend.build_backbone, seed + m, first) for m in range(1, n_backbones)]
+        self.backbones = torch.nn.ModuleList([first, *rest])
         head = self._build_head(seed)
-        self.heads = torch.nn.ModuleList(
-            [head] + [self._build_head(seed + m, head) for m in range(1, n_members)]
-        )
+        others = [self._build_head(seed + m, head) for m in range(1, n_members)]
+        self.heads = torch.nn.ModuleList([head, *others])
         self.register_buffer("e0", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
@@ -134,26 +119,14 @@ class CommitteeModel(torch.nn.Module):
         return self
 
     def _build(self, builder: Any, seed: int, like: Any = None) -> torch.nn.Module:
-        """A new module under ``seed``: a copy of ``like`` with redrawn weights, or built."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if like is not None and self.backend.can_redraw:
-                module = copy.deepcopy(like)
-                self.backend.redraw(module)
-                return module
-            return builder(self.n_attributes, self.hyper)
+        n, hyper = self.n_attributes, self.hyper
+        return new_module(self.backend, builder, n_attributes=n, hyper=hyper, seed=seed, like=like)
 
     def _build_head(self, seed: int, like: Any = None) -> torch.nn.Module:
-        build = self.backend.build_head
-        if self.n_states == 1:
-            return self._build(build, seed, like)
-        # State s of member m is drawn under its own seed, so states start apart.
-        template = like.states[0] if like is not None else None
-        heads: list[torch.nn.Module] = []
-        for s in range(self.n_states):
-            heads.append(self._build(build, seed + 7919 * s, template))
-            template = heads[0] if template is None else template
-        return StateHeads(heads)
+        n, hyper, states = self.n_attributes, self.hyper, self.n_states
+        return new_head(
+            self.backend, n_attributes=n, hyper=hyper, n_states=states, seed=seed, like=like
+        )
 
     def reinitialise(self, members: Sequence[int], seed: int) -> None:
         """Draw fresh weights for ``members`` (and the backbone in shared mode)."""

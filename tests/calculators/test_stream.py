@@ -29,6 +29,7 @@ def test_validation_split_is_deterministic_and_about_one_in_n(bi_data):
     assert not any(is_validation(a, 0) for a in frames)
 
 
+@pytest.mark.slow
 def test_labels_join_at_once_and_published_weights_improve(bi_data):
     committee = _committee()
     trainer = StreamingTrainer(

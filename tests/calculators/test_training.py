@@ -25,6 +25,7 @@ def test_uncertainty_higher_on_distorted_geometries(trained, bi_data):
     assert np.median(far_std) > 3 * np.median(near), (np.median(far_std), np.median(near))
 
 
+@pytest.mark.slow
 def test_error_falls_as_labels_are_added(bi_data):
     # Same committee, same step budget; only the number of labels differs.
     settings = TrainerSettings(max_steps=120, batch_size=8, validation_fraction=0, seed=1)

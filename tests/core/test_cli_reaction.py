@@ -60,6 +60,7 @@ def _reaction(out, *extra, system=HAT):
     return ["reaction", "--system", str(system), "--out", str(out), *SHORT, *extra]
 
 
+@pytest.mark.slow
 def test_a_two_level_reaction_run_stores_both_levels_and_reports_the_barrier(tmp_path, capsys):
     pytest.importorskip("tblite", reason="tblite (GFN2-xTB) not installed")
     out = tmp_path / "run"
@@ -93,6 +94,7 @@ def test_a_two_level_reaction_run_stores_both_levels_and_reports_the_barrier(tmp
     assert main(["export", str(out / "labels_high.h5"), str(tmp_path / "high.extxyz")]) == 0
 
 
+@pytest.mark.slow
 def test_fine_tuning_the_committee_is_the_other_way_to_learn_the_expensive_level(tmp_path, capsys):
     pytest.importorskip("tblite", reason="tblite (GFN2-xTB) not installed")
     out = tmp_path / "run"
@@ -104,6 +106,7 @@ def test_fine_tuning_the_committee_is_the_other_way_to_learn_the_expensive_level
     assert np.isfinite(report["paths"][0]["committee_barrier_eV"])
 
 
+@pytest.mark.slow
 def test_the_peptide_example_runs_at_the_cheap_level(tmp_path, capsys):
     pytest.importorskip("tblite", reason="tblite (GFN2-xTB) not installed")
     out = tmp_path / "run"

@@ -62,6 +62,7 @@ def _check_run(out, printed: str) -> None:
     assert header[:5] == ["generator", "trajectory", "time_fs", "from", "to"]
 
 
+@pytest.mark.slow
 def test_short_sh_run_in_one_process(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["sh", "--system", str(_formaldehyde(tmp_path)), "--out", str(out), "--np", "1"]

@@ -44,6 +44,7 @@ def test_untrained_committee_restarts_after_patience_steps():
     assert min(s.results["energy_std"] for s in client.selected) > WINDOW.lower
 
 
+@pytest.mark.slow
 def test_trained_committee_runs_through(bi4_frames):
     from pal_atoms.calculators import CommitteeTrainer, TrainerSettings
 

@@ -18,7 +18,7 @@ from pal_atoms.workflow.metrics import read_metrics
 
 pytestmark = [pytest.mark.timeout(600)]
 
-MODES = [pytest.param("single", id="single"), pytest.param("mpi", id="mpi", marks=pytest.mark.mpi)]
+MODES = [pytest.param("single", id="single"), pytest.param("mpi", id="mpi", marks=[pytest.mark.mpi, pytest.mark.slow])]
 
 
 def _run(mode: str, run_dir, *args: str, timeout_s: float = 400) -> dict:
@@ -36,6 +36,7 @@ def _run(mode: str, run_dir, *args: str, timeout_s: float = 400) -> dict:
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_labels_reach_training_without_rounds_and_published_weights_serve(mode, tmp_path):
     run = tmp_path / "run"
     summary = _run(

@@ -26,6 +26,7 @@ def summary_of(out: str) -> dict:
     return json.loads(lines[-1][len("SUMMARY ") :])
 
 
+@pytest.mark.slow
 def test_labels_arrive_with_provenance_and_the_committee_improves(tmp_path):
     run = tmp_path / "run"
     cmd = job_command(
@@ -60,6 +61,7 @@ def test_labels_arrive_with_provenance_and_the_committee_improves(tmp_path):
     assert json.loads((run / "generators.json").read_text()).keys() == {"0", "1"}
 
 
+@pytest.mark.slow
 def test_failure_budget_stops_a_run_whose_oracle_always_fails(tmp_path):
     proc = run_job(job_command(6, tmp_path / "run", "--always-fail", "--epochs", "5"), 300)
     assert proc.returncode != 0
@@ -93,6 +95,7 @@ def _wait_for_labels(run, n: int, proc: subprocess.Popen[str], timeout_s: float 
     pytest.fail(f"fewer than {n} labels after {timeout_s} s")
 
 
+@pytest.mark.slow
 def test_sigterm_gives_a_graceful_stop(tmp_path):
     run = tmp_path / "run"
     proc = _start(run, "--max-labels", "1000", "--time-limit", "500", "--epochs", "5")
@@ -107,6 +110,7 @@ def test_sigterm_gives_a_graceful_stop(tmp_path):
     assert (run / "generators.json").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_keeps_every_label_and_continues(tmp_path):
     """Also: injected failures and a hanging label are recorded, and the run goes on."""
     run = tmp_path / "run"

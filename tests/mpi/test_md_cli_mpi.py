@@ -30,6 +30,7 @@ def _system(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_md_starts_its_own_mpi_ranks_by_default(tmp_path):
     # No --np: the default starts the kernel ranks plus generator ranks (the README's
     # main command runs this way).
@@ -110,6 +111,7 @@ def test_default_np_counts_kernels_generators_and_cores(tmp_path, monkeypatch):
     assert cli_run._auto_np(TSRunConfig(system=system, searches_per_frame=3)) == 11
 
 
+@pytest.mark.slow
 def test_a_two_level_reaction_runs_on_mpi_ranks_as_in_one_process(tmp_path):
     # The serial twin is tests/core/test_cli_reaction.py's two-level test: the same job,
     # the second level on rank 0 after the loop.

@@ -39,7 +39,7 @@ def summary_of(out: str) -> dict:
     return json.loads(lines[-1][len("SUMMARY ") :])
 
 
-MODES = pytest.mark.parametrize("mode", ["single", "mpi"])
+MODES = pytest.mark.parametrize("mode", ["single", pytest.param("mpi", marks=pytest.mark.slow)])
 
 
 @MODES
