@@ -79,6 +79,7 @@ def main() -> None:
         "default: the default run and equivariant MACE features)",
     )
     p.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    p.add_argument("--name", default="md_variants", help="results file bench/results/NAME.json")
     args = p.parse_args()
     variants = dict(args.variant) if args.variant else DEFAULT_VARIANTS
     base = args.out or Path(tempfile.mkdtemp(prefix="pal-md-variants-"))
@@ -99,8 +100,14 @@ def main() -> None:
         for r in results
     ]
     print(table(heads, rows))
-    payload = {"command": " ".join(sys.argv), "system": str(args.system), "runs": results}
-    print("wrote", write_json("md_variants", payload))
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    payload = {
+        "command": " ".join(sys.argv),
+        "system": str(args.system),
+        "OMP_NUM_THREADS": threads,
+        "runs": results,
+    }
+    print("wrote", write_json(args.name, payload))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ from pal_atoms.workflow.metrics import read_metrics
 
 pytestmark = [pytest.mark.timeout(600)]
 
-MODES = [pytest.param("single", id="single"), pytest.param("mpi", id="mpi", marks=[pytest.mark.mpi, pytest.mark.slow])]
+MODES = [
+    pytest.param("single", id="single"),
+    pytest.param("mpi", id="mpi", marks=[pytest.mark.mpi, pytest.mark.slow]),
+]
 
 
 def _run(mode: str, run_dir, *args: str, timeout_s: float = 400) -> dict:
