@@ -33,6 +33,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_md(system: Path, out: Path, options: Sequence[str] = ()) -> float:
+    """Run ``pal-atoms md --system SYSTEM --out OUT OPTIONS`` in a subprocess; its wall time in s.
+
+    Raises:
+        RuntimeError: a non-zero exit (with the end of its stderr).
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "pal_atoms.cli", "md", "--system", str(system), "--out", str(out)]
+    cmd += list(options)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return time.monotonic() - t0
+
+
 def write_json(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

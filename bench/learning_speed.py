@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import table, write_json
+from _common import run_md, table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,17 +79,11 @@ def _mae_per_system(committee: Any, frames: list[Any]) -> dict[str, float]:
 
 
 def _run_md(system: Path, out: Path, mode: str, seed: int, args: argparse.Namespace) -> float:
-    cmd = [
-        sys.executable, "-m", "pal_atoms.cli", "md", "--system", str(system), "--out", str(out),
+    return run_md(system, out, [
         "--training", mode, "--seed", str(seed), "--time-limit", str(args.minutes * 60),
         "--max-labels", str(args.max_labels), "--convergence-fraction", "1e-9",
         "--final-check-ps", "0", "-q",
-    ]  # fmt: skip
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return time.monotonic() - t0
+    ])  # fmt: skip
 
 
 def _curve(run: Path) -> list[dict[str, float]]:

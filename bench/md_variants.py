@@ -19,14 +19,12 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import table, write_json
+from _common import run_md, table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = {
@@ -36,14 +34,7 @@ DEFAULT_VARIANTS = {
 
 
 def _run(name: str, options: str, out: Path, system: Path) -> dict[str, Any]:
-    exe = Path(sys.executable).with_name("pal-atoms")
-    cmd = [str(exe), "md", "--system", str(system), "--out", str(out)]
-    cmd += shlex.split(options)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
+    wall = run_md(system, out, shlex.split(options))
     summary = json.loads((out / "summary.json").read_text())
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1]) if lines else {}
