@@ -76,7 +76,8 @@ def main() -> None:
     base = args.out or Path(tempfile.mkdtemp(prefix="pal-md-variants-"))
     results = [_run(n, o, base / n, args.system) for n, o in variants.items()]
     systems = sorted({s for r in results for s in r["per_system_force_mae"]})
-    heads = ["variant", "wall s", "labels", "steps", "MAE eV/Å", *systems, "uncertain", "RMSE/std"]
+    heads = ["variant", "wall s", "labels", "steps", "MAE eV/Å", *systems]
+    heads += ["uncertain", "RMSE/std", "NVE"]
     rows = [
         [
             r["variant"],
@@ -87,6 +88,7 @@ def main() -> None:
             *[r["per_system_force_mae"].get(s, "-") for s in systems],
             r["uncertain_fraction"],
             r["rmse_over_std"],
+            "stable" if r["nve_stable"] else "UNSTABLE",
         ]
         for r in results
     ]
