@@ -67,8 +67,6 @@ class Backend(abc.ABC):
     #: ``staticmethod(factory)``. (Not declared ``ClassVar``: type checkers would bind a
     #: callable class variable as a method and reject ``backend.vmap_context()``.)
     vmap_context: Callable[[], AbstractContextManager[None]] | None = None
-    #: Whether :meth:`redraw` can give a copy of a built module fresh initial weights.
-    can_redraw: ClassVar[bool] = False
 
     def hyperparameters(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults updated with ``overrides``.
@@ -102,17 +100,6 @@ class Backend(abc.ABC):
         The module's ``forward(features: list[Tensor]) -> Tensor`` maps the backbone's
         features to per-node energies before scaling. Shape: ``[n_nodes]``.
         """
-
-    def redraw(self, module: torch.nn.Module) -> None:
-        """Give ``module`` (a copy of a built one) fresh initial weights, in place.
-
-        Every parameter is redrawn from torch's global generator by the builder's law.
-
-        Building can cost seconds (MACE generates and compiles code per module), and every
-        MPI rank builds the whole committee; a copy with redrawn weights costs milliseconds.
-        Only backends with :attr:`can_redraw` implement it.
-        """
-        raise NotImplementedError(f"the {self.name} backend cannot redraw weights")
 
 
 #: Backend classes by name (:func:`register_backend` fills it).

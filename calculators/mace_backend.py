@@ -177,23 +177,6 @@ class MaceBackend(Backend):
         "radial_mlp": [32, 32, 32],
     }
     vmap_context: Callable[[], AbstractContextManager[None]] | None = staticmethod(_vmappable_mace)
-    can_redraw: ClassVar[bool] = True
-
-    @torch.no_grad()
-    def redraw(self, module: torch.nn.Module) -> None:
-        """Fresh weights by the law of e3nn 0.4 and mace 0.3 (see :meth:`Backend.redraw`).
-
-        e3nn draws every weight from N(0, 1) and zeros its biases; mace's symmetric
-        contractions draw N(0, 1) / ``num_params`` (their second axis). A test holds the
-        law to freshly built modules, so a change upstream fails there.
-        """
-        for name, p in module.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif "symmetric_contractions" in name:
-                p.copy_(torch.randn_like(p) / p.shape[1])
-            else:
-                p.normal_()
 
     def build_backbone(self, n_species: int, hyper: Mapping[str, Any]) -> torch.nn.Module:
         """Build the MACE backbone (see :class:`Backend`)."""

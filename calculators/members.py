@@ -1,14 +1,13 @@
-"""Building committee members: the first built by its backend, the others copied from it.
+"""Building committee members, each under its own seed, and per-state readout heads.
 
-Building a member can cost seconds (MACE generates and compiles code per module), and
-under MPI every rank builds the whole committee. So member 0 is built and members 1..
-are deep copies of it whose weights the backend redraws (:meth:`Backend.redraw`), each
-under its own seed, where the backend can; otherwise each member is built anew.
+Each member is built anew by its backend. (Deep copies of one built MACE member with
+redrawn weights would start four times faster, but copies share TorchScript's executor
+state with the original, so their forces then depend on how often the original ran, at
+round-off level: bitwise reproducibility under a seed is kept instead.)
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,55 +34,33 @@ class StateHeads(torch.nn.Module):
 
 
 def new_module(
-    backend: Backend,
     builder: Callable[[int, Mapping[str, Any]], torch.nn.Module],
     *,
     n_attributes: int,
     hyper: Mapping[str, Any],
     seed: int,
-    like: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
-    """A new untrained module drawn under ``seed``.
-
-    Returns:
-        A copy of ``like`` with redrawn weights, or ``builder(n_attributes, hyper)``
-        without ``like`` or where the backend cannot redraw.
-    """
+    """``builder(n_attributes, hyper)`` under a torch RNG seeded with ``seed`` (restored after)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if like is not None and backend.can_redraw:
-            module = copy.deepcopy(like)
-            backend.redraw(module)
-            return module
         return builder(n_attributes, hyper)
 
 
 def new_head(
-    backend: Backend,
-    *,
-    n_attributes: int,
-    hyper: Mapping[str, Any],
-    n_states: int,
-    seed: int,
-    like: torch.nn.Module | None = None,
+    backend: Backend, *, n_attributes: int, hyper: Mapping[str, Any], n_states: int, seed: int
 ) -> torch.nn.Module:
-    """A new readout head drawn under ``seed`` (as :func:`new_module`).
+    """A new readout head built under ``seed`` (as :func:`new_module`).
 
-    With several states, a :class:`StateHeads` whose state s is drawn under
+    With several states, a :class:`StateHeads` whose state s is built under
     ``seed + STATE_SEED_STRIDE * s``, so states start apart.
     """
-    build = backend.build_head
-
-    def one(seed: int, like: torch.nn.Module | None) -> torch.nn.Module:
-        return new_module(
-            backend, build, n_attributes=n_attributes, hyper=hyper, seed=seed, like=like
+    heads = [
+        new_module(
+            backend.build_head,
+            n_attributes=n_attributes,
+            hyper=hyper,
+            seed=seed + STATE_SEED_STRIDE * s,
         )
-
-    if n_states == 1:
-        return one(seed, like)
-    template = like.states[0] if isinstance(like, StateHeads) else None
-    heads: list[torch.nn.Module] = []
-    for s in range(n_states):
-        heads.append(one(seed + STATE_SEED_STRIDE * s, template))
-        template = heads[0] if template is None else template
-    return StateHeads(heads)
+        for s in range(n_states)
+    ]
+    return heads[0] if n_states == 1 else StateHeads(heads)

@@ -94,13 +94,10 @@ class CommitteeModel(torch.nn.Module):
         self.mode = mode
         self.n_states = n_states
         n_backbones = 1 if mode == "shared" else n_members
-        # Member 0 is built, the others copied from it with fresh weights (.members).
-        first = self._build(backend.build_backbone, seed)
-        rest = [self._build(backend.build_backbone, seed + m, first) for m in range(1, n_backbones)]
-        self.backbones = torch.nn.ModuleList([first, *rest])
-        head = self._build_head(seed)
-        others = [self._build_head(seed + m, head) for m in range(1, n_members)]
-        self.heads = torch.nn.ModuleList([head, *others])
+        self.backbones = torch.nn.ModuleList(
+            [self._build(backend.build_backbone, seed + m) for m in range(n_backbones)]
+        )
+        self.heads = torch.nn.ModuleList([self._build_head(seed + m) for m in range(n_members)])
         self.register_buffer("e0", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
@@ -118,15 +115,12 @@ class CommitteeModel(torch.nn.Module):
         self.e0.data = e0.to(device=self.e0.device, dtype=torch.float64)
         return self
 
-    def _build(self, builder: Any, seed: int, like: Any = None) -> torch.nn.Module:
-        n, hyper = self.n_attributes, self.hyper
-        return new_module(self.backend, builder, n_attributes=n, hyper=hyper, seed=seed, like=like)
+    def _build(self, builder: Any, seed: int) -> torch.nn.Module:
+        return new_module(builder, n_attributes=self.n_attributes, hyper=self.hyper, seed=seed)
 
-    def _build_head(self, seed: int, like: Any = None) -> torch.nn.Module:
+    def _build_head(self, seed: int) -> torch.nn.Module:
         n, hyper, states = self.n_attributes, self.hyper, self.n_states
-        return new_head(
-            self.backend, n_attributes=n, hyper=hyper, n_states=states, seed=seed, like=like
-        )
+        return new_head(self.backend, n_attributes=n, hyper=hyper, n_states=states, seed=seed)
 
     def reinitialise(self, members: Sequence[int], seed: int) -> None:
         """Draw fresh weights for ``members`` (and the backbone in shared mode)."""
@@ -134,13 +128,11 @@ class CommitteeModel(torch.nn.Module):
         dtype = self.scale.dtype
         build = self.backend.build_backbone
         for m in members:
-            self.heads[m] = self._build_head(seed + m, self.heads[m]).to(device, dtype)
+            self.heads[m] = self._build_head(seed + m).to(device, dtype)
             if self.mode == "full":
-                self.backbones[m] = self._build(build, seed + m, self.backbones[m]).to(
-                    device, dtype
-                )
+                self.backbones[m] = self._build(build, seed + m).to(device, dtype)
         if self.mode == "shared":
-            self.backbones[0] = self._build(build, seed, self.backbones[0]).to(device, dtype)
+            self.backbones[0] = self._build(build, seed).to(device, dtype)
 
     def member_parameters(self, members: Sequence[int]) -> list[torch.nn.Parameter]:
         """Trainable parameters of ``members`` (the shared backbone counts for all)."""

@@ -252,47 +252,6 @@ def test_deterministic_under_seed():
     np.testing.assert_array_equal(r1["forces_comm"], r2["forces_comm"])
 
 
-def test_copied_members_draw_fresh_weights_by_the_builders_law():
-    """Members 1.. are copies of member 0 with redrawn weights (MaceBackend.redraw).
-
-    The law is held to modules mace and e3nn build themselves: per tensor, the spread of
-    a redraw matches that of a fresh build, so an upstream change of initialisation fails
-    here rather than silently changing committees.
-    """
-    from pal_atoms.calculators.registry import get_backend
-
-    backend = get_backend("mace")
-    hyper = backend.hyperparameters({})
-    cm = make("mace", seed=3)
-    model = cm.model
-    built = {}
-    for builder, kind in ((backend.build_backbone, "backbone"), (backend.build_head, "head")):
-        for seed in range(3):
-            torch.manual_seed(100 + seed)
-            for name, p in builder(model.n_attributes, hyper).named_parameters():
-                built.setdefault((kind, name), []).append(p.detach().flatten())
-    drawn = {}
-    for m in range(1, model.n_members):
-        for kind, module in (("backbone", model.backbones[m]), ("head", model.heads[m])):
-            for name, p in module.named_parameters():
-                drawn.setdefault((kind, name), []).append(p.detach().flatten())
-    assert drawn.keys() == built.keys()
-    for key, values in built.items():
-        fresh, redrawn = torch.cat(values), torch.cat(drawn[key])
-        if fresh.std() == 0:
-            assert torch.equal(redrawn, torch.zeros_like(redrawn)), key
-        elif fresh.numel() >= 100:
-            assert float(redrawn.std()) == pytest.approx(float(fresh.std()), rel=0.2), key
-    # Members differ, share no storage, and the copies do not follow member 0.
-    p0 = next(model.backbones[0].parameters())
-    p1 = next(model.backbones[1].parameters())
-    assert p0.data_ptr() != p1.data_ptr() and not torch.equal(p0, p1)
-    before = p1.detach().clone()
-    with torch.no_grad():
-        p0.add_(1.0)
-    assert torch.equal(p1, before)
-
-
 def test_unmodified_ase_scripts(tmp_path):
     from ase import units
     from ase.io import Trajectory
