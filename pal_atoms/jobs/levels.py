@@ -84,20 +84,38 @@ def _plain(atoms: Atoms, source: str) -> Atoms:
     return out
 
 
-def label_high(structures: Sequence[Atoms], oracle: Any, store_path: Path) -> list[Atoms]:
+def label_high(
+    structures: Sequence[Atoms],
+    oracle: Any,
+    store_path: Path,
+    *,
+    timeout_s: float | None = None,
+) -> list[Atoms]:
     """Label ``structures`` with the expensive ``oracle``; store every record.
 
-    Failures are stored with their status and left out of the result.
+    Labels go through the same guard as the loop's, so a structure the oracle refuses
+    (atoms too close, an impossible spin) or an exception it raises is a ``failed``
+    record, not the end of the run. Failures are stored with their status and left out
+    of the result.
+
+    Args:
+        structures: Geometries to label (``info["high_source"]`` is stored with them).
+        oracle: The expensive oracle.
+        store_path: HDF5 store of the expensive level (appended to).
+        timeout_s: Kill a label after this many s (in a child process); ``None``: no limit.
 
     Returns:
         The ok labels as structures with a calculator holding energy and forces.
     """
     from pal_atoms.oracles import label
+    from pal_atoms.workflow.guards import label_guarded
 
     ok = []
     with LabelStore(store_path) as store:
         for i, atoms in enumerate(structures):
-            lab = label(atoms, oracle)
+            lab = label_guarded(
+                label, atoms, oracle, timeout_s=timeout_s, isolate=timeout_s is not None
+            )
             store.append_label(lab)  # info["high_source"] goes with the record
             logger.info(
                 "expensive label %d/%d (%s): %s in %.1f s",

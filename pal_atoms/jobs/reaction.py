@@ -219,7 +219,7 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
             logger.info("%d expensive labels from an earlier attempt", len(labels))
         if todo > 0:
             chosen = select_high(committee, paths, pool, todo)
-            labels += label_high(chosen, high, store_path)
+            labels += label_high(chosen, high, store_path, timeout_s=config.oracle_timeout_s)
         if not labels:
             raise InputError(f"the expensive oracle {_name(high)} labelled no structure")
         how = HighLevelLearning(config.high_learning)

@@ -48,3 +48,41 @@ def test_the_learning_modes_are_named_as_on_the_command_line():
     assert HighLevelLearning("fine-tune") is HighLevelLearning.FINE_TUNE
     with pytest.raises(ValueError):
         HighLevelLearning("transfer")
+
+
+def _h2(d_A: float, source: str) -> Atoms:
+    a = Atoms("H2", positions=[[0, 0, 0], [d_A, 0, 0]])
+    a.info.update(charge=0, multiplicity=1, high_source=source)
+    return a
+
+
+def test_failed_expensive_labels_are_stored_with_their_status_and_never_as_data(tmp_path):
+    """Real PySCF: a converged label, a refused geometry and an unconverged SCF."""
+    pytest.importorskip("pyscf")
+    from pal_atoms.oracles import PySCF
+
+    from pal_atoms.core.label import LabelStatus
+    from pal_atoms.jobs.levels import label_high, stored_high
+    from pal_atoms.store import LabelStore
+
+    store_path = tmp_path / "labels_high.h5"
+    good = PySCF(functional="LDA", basis="sto-3g", density_fit=False)
+    ok = label_high([_h2(0.74, "path"), _h2(0.1, "uncertain")], good, store_path)
+    # One SCF cycle without the second-order fallback cannot converge from the guess.
+    stingy = PySCF(
+        functional="LDA", basis="sto-3g", density_fit=False, max_cycle=1, second_order="never"
+    )
+    assert label_high([_h2(0.9, "path")], stingy, store_path) == []
+
+    assert len(ok) == 1 and ok[0].get_potential_energy() < 0
+    with LabelStore(store_path, mode="r") as store:
+        statuses = store.statuses().tolist()
+        failed = store.read(status=[LabelStatus.FAILED, LabelStatus.UNCONVERGED])
+    assert statuses == ["ok", "failed", "unconverged"]
+    # The failures keep their geometry, source and reason, but carry no energy or forces.
+    assert [a.info["high_source"] for a in failed] == ["uncertain", "path"]
+    assert all(a.calc is None and a.info["error"] for a in failed)
+    again = stored_high(store_path)  # what a resumed reaction stage starts from
+    assert len(again) == 1
+    assert again[0].info["high_source"] == "path"
+    assert abs(again[0].positions[1, 0] - 0.74) < 1e-9
