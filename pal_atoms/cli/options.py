@@ -48,7 +48,7 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     (
         "--convergence-fraction",
         {"type": float},
-        "converged below this uncertain fraction (and a validation plateau)",
+        "converged below this uncertain fraction (and a validation plateau); 0: never",
     ),
     ("--final-check-ps", {"type": float}, "NVE check per system at the end, ps (0: none)"),
     (

@@ -33,7 +33,6 @@ from pal_atoms.store.run_lock import RunLock
 from pal_atoms.workflow import ActiveLearning, Summary
 from pal_atoms.workflow.metrics import force_mae
 from pal_atoms.workflow.selection import TrustWindow
-from pal_atoms.workflow.settings import WorkflowSettings
 
 __all__ = [
     "BootstrapFactory",
@@ -238,21 +237,7 @@ def _loop(
     else:
         trainer = CommitteeTrainer(committee, settings=_trainer_settings(config))
     generators = make_generators(config, frames)
-    settings = WorkflowSettings(
-        max_labels=config.max_labels,
-        time_limit_s=config.time_limit_s,
-        retrain_size=config.retrain_size,
-        convergence_window=config.convergence_window,
-        convergence_fraction=config.convergence_fraction,
-        steps_per_label=config.steps_per_label,
-        queue_policy=config.queue_policy,
-        max_predictions_per_s=None
-        if config.generator_rate_hz is None
-        else config.generator_rate_hz * len(generators),
-        oracle_timeout_s=config.oracle_timeout_s,
-        isolate_oracle=config.oracle_timeout_s is not None,
-        seed=config.seed,
-    )
+    settings = config.workflow_settings(len(generators))
     layout = config.layout()
     loop = ActiveLearning(
         committee=committee,

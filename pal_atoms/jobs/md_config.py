@@ -10,6 +10,7 @@ from typing import Any
 
 from pal_atoms.core.errors import ConfigError
 from pal_atoms.oracles.registry import ORACLES as ORACLE_REGISTRY
+from pal_atoms.workflow.settings import WorkflowSettings
 
 __all__ = ["MODELS", "ORACLES", "TRAINING", "MDRunConfig"]
 
@@ -56,7 +57,8 @@ class MDRunConfig:
         convergence_window: Predictions in the window of the convergence stop.
         convergence_fraction: The run has converged when fewer than this fraction of the
             last ``convergence_window`` predictions were uncertain and (continuous
-            training) the validation error has stopped improving.
+            training) the validation error has stopped improving (0: never; the run
+            ends at a limit).
         final_check_ps: Length of the NVE check per starting system at the end, ps
             (0: no check).
         steps_per_label: Continuous training: a new label may be requested per this
@@ -163,8 +165,6 @@ class MDRunConfig:
         for name in (
             "committee",
             "steps",
-            "max_labels",
-            "retrain_size",
             "train_steps",
             "prediction_ranks",
             "oracle_ranks",
@@ -211,22 +211,35 @@ class MDRunConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of eV/Å, got {value}")
-        if not 0 < self.convergence_fraction <= 1:
-            raise ConfigError(
-                f"convergence_fraction must lie in (0, 1], got {self.convergence_fraction}"
-            )
-        if self.convergence_window < 1:
-            raise ConfigError(f"convergence_window must be >= 1, got {self.convergence_window}")
-        for name in ("steps_per_label", "generator_rate_hz"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be positive, got {value}")
-        if self.queue_policy not in ("uncertainty", "diverse"):
-            raise ConfigError(
-                f"queue_policy must be 'uncertainty' or 'diverse', got {self.queue_policy!r}"
-            )
+        rate = self.generator_rate_hz
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"generator_rate_hz must be positive, got {rate}")
+        # The controller's own settings check the fields that go to them (labels,
+        # limits, convergence, pacing, queue), once, with the library's rules.
+        self.workflow_settings()
         if not (math.isfinite(self.final_check_ps) and self.final_check_ps >= 0):
             raise ConfigError(f"final_check_ps must be >= 0, got {self.final_check_ps}")
+
+    def workflow_settings(self, n_generators: int = 1) -> WorkflowSettings:
+        """The controller's settings of this job (the one mapping of the job's fields).
+
+        Args:
+            n_generators: Generators the run drives (``generator_rate_hz`` caps each).
+        """
+        rate = self.generator_rate_hz
+        return WorkflowSettings(
+            max_labels=self.max_labels,
+            time_limit_s=self.time_limit_s,
+            retrain_size=self.retrain_size,
+            convergence_window=self.convergence_window,
+            convergence_fraction=self.convergence_fraction,
+            steps_per_label=self.steps_per_label,
+            queue_policy=self.queue_policy,
+            max_predictions_per_s=None if rate is None else rate * n_generators,
+            oracle_timeout_s=self.oracle_timeout_s,
+            isolate_oracle=self.oracle_timeout_s is not None,
+            seed=self.seed,
+        )
 
     @property
     def n_states(self) -> int:
