@@ -359,12 +359,8 @@ class CommitteeCalculator(Calculator):
         graph = build_graph(
             structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
         )
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.model.evaluating():
             out = self.model(graph, forces=True, stress=periodic)
-        finally:
-            self.model.train(was_training)
         energy = (out["energy"].detach().double() + self.model.e0_sum(graph)[None]).cpu().numpy()
         forces = out["forces"].detach().double().cpu().numpy()
         stress = out["stress"].detach().double().cpu().numpy() if periodic else None
@@ -403,12 +399,8 @@ class CommitteeCalculator(Calculator):
         graph = build_graph(
             structures, self.species, self.cutoff, device=self.device, dtype=self.dtype
         )
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.model.evaluating():
             out = self.model(graph, forces=True)
-        finally:
-            self.model.train(was_training)
         e0 = self.model.e0_sum(graph)[None, :, None]
         return state_results(
             (out["energy"].detach().double() + e0).cpu().numpy(),

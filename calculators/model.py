@@ -21,7 +21,8 @@ pass per state). With one state (the default) the model is exactly the one-state
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -150,6 +151,22 @@ class CommitteeModel(torch.nn.Module):
         node = self.e0[graph.species].double()
         out = torch.zeros(graph.n_graphs, dtype=torch.float64, device=node.device)
         return out.index_add_(0, graph.batch, node)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Evaluation mode for one call, restored afterwards.
+
+        ``eval()``/``train()`` walk every submodule (about 5 ms of a 70 ms prediction of a
+        4-member committee), so a model that is already in evaluation mode is left alone.
+        """
+        if not self.training:
+            yield
+            return
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train()
 
     def forward(
         self,
