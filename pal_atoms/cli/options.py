@@ -1,4 +1,4 @@
-"""Command-line options of the run subcommands (``md``, ``ts``, ``sh``).
+"""Command-line options of the run subcommands (``md``, ``ts``, ``sh``, ``reaction``).
 
 Each entry is ``(flag, argparse keyword arguments, help)``; the defaults are those of the
 subcommand's configuration class and shown by ``--help``.
@@ -10,10 +10,18 @@ from pathlib import Path
 
 from pal_atoms.jobs.md_config import MODELS, ORACLES
 
-__all__ = ["MD_OPTIONS", "REACTION_OPTIONS", "SH_OPTIONS", "TS_OPTIONS", "with_oracles"]
+__all__ = [
+    "JOB_OPTIONS",
+    "MD_DYNAMICS_OPTIONS",
+    "MD_OPTIONS",
+    "REACTION_OPTIONS",
+    "SH_OPTIONS",
+    "TS_OPTIONS",
+    "with_oracles",
+]
 
-MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
-    # (flag, argparse kwargs, help) -- defaults are MDRunConfig's and shown by --help.
+JOB_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    # (flag, argparse kwargs, help) -- defaults are the job config's, shown by --help.
     ("--out", {"type": Path}, "run directory"),
     ("--charge", {"type": int}, "total charge of every frame (default: from the file, else 0)"),
     ("--oracle", {"choices": list(ORACLES)}, "reference method"),
@@ -28,7 +36,6 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ),
     ("--temperature-K", {"type": float}, "MD temperature in K"),
     ("--timestep-fs", {"type": float}, "MD time step in fs"),
-    ("--steps", {"type": int}, "MD steps per generator"),
     ("--max-labels", {"type": int}, "stop after this many new oracle labels"),
     ("--time-limit", {"type": float, "dest": "time_limit_s"}, "wall-time limit in s"),
     (
@@ -63,19 +70,6 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
         "next structure to label: most uncertain, or uncertainty weighted by novelty",
     ),
     ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
-    (
-        "--transfer",
-        {"metavar": "D,H,A"},
-        "atom transfer donor,H,acceptor indices: steer MD along d(D-H)-d(A-H) to the "
-        "mirror value (default: atoms.info['transfer'] of each frame, if any)",
-    ),
-    ("--bias-k-eV-A2", {"type": float}, "force constant of the steering restraint, eV/Å²"),
-    ("--steer-steps", {"type": int}, "MD steps over which the steering centre moves"),
-    (
-        "--steering",
-        {"choices": ["once", "sweep"]},
-        "steer across the transfer once, or back and forth (period 2 x --steer-steps)",
-    ),
     ("--retrain-size", {"type": int}, "new labels that start a training round"),
     ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
     ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
@@ -98,6 +92,26 @@ MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--training-ranks", {"type": int}, "training ranks under MPI"),
     ("--seed", {"type": int}, "seed of everything random"),
 ]
+
+#: The MD generators' own options (``md``, ``reaction``).
+MD_DYNAMICS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    ("--steps", {"type": int}, "MD steps per generator"),
+    (
+        "--transfer",
+        {"metavar": "D,H,A"},
+        "atom transfer donor,H,acceptor indices: steer MD along d(D-H)-d(A-H) to the "
+        "mirror value (default: atoms.info['transfer'] of each frame, if any)",
+    ),
+    ("--bias-k-eV-A2", {"type": float}, "force constant of the steering restraint, eV/Å²"),
+    ("--steer-steps", {"type": int}, "MD steps over which the steering centre moves"),
+    (
+        "--steering",
+        {"choices": ["once", "sweep"]},
+        "steer across the transfer once, or back and forth (period 2 x --steer-steps)",
+    ),
+]
+
+MD_OPTIONS = JOB_OPTIONS + MD_DYNAMICS_OPTIONS
 
 
 REACTION_OPTIONS: list[tuple[str, dict[str, object], str]] = [

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pal_atoms.cli.options import (
+    JOB_OPTIONS,
     MD_OPTIONS,
     REACTION_OPTIONS,
     SH_OPTIONS,
@@ -23,7 +24,7 @@ from pal_atoms.cli.options import (
 from pal_atoms.core.errors import InputError, LaunchError
 
 if TYPE_CHECKING:
-    from pal_atoms.jobs.md import MDRunConfig
+    from pal_atoms.jobs.md_config import JobConfig
     from pal_atoms.workflow import Summary
 
 __all__ = ["add_subcommands"]
@@ -50,7 +51,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _md_config(args: argparse.Namespace) -> MDRunConfig:
+def _md_config(args: argparse.Namespace) -> JobConfig:
     from dataclasses import fields
 
     config_cls = _config_class(args.command)
@@ -92,7 +93,7 @@ def _key_values(items: list[str], flag: str) -> dict[str, object]:
     return out
 
 
-def _jobs() -> dict[str, tuple[type[MDRunConfig], Callable[..., Summary | None]]]:
+def _jobs() -> dict[str, tuple[type[JobConfig], Callable[..., Summary | None]]]:
     """The run subcommands: their configuration class and their job."""
     from pal_atoms.jobs.md import MDRunConfig, run_md
     from pal_atoms.jobs.reaction import ReactionRunConfig, run_reaction
@@ -107,7 +108,7 @@ def _jobs() -> dict[str, tuple[type[MDRunConfig], Callable[..., Summary | None]]
     }
 
 
-def _config_class(command: str) -> type[MDRunConfig]:
+def _config_class(command: str) -> type[JobConfig]:
     return _jobs()[command][0]
 
 
@@ -135,14 +136,14 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _n_generators(config: MDRunConfig) -> int:
+def _n_generators(config: JobConfig) -> int:
     from pal_atoms.store.exchange import read_structures
 
     return config.n_generators(len(read_structures(config.system)))
 
 
-def _auto_np(config: MDRunConfig) -> int:
-    """Default ``--np``: see :class:`~pal_atoms.jobs.md.MDRunConfig`."""
+def _auto_np(config: JobConfig) -> int:
+    """Default ``--np``: see :class:`~pal_atoms.jobs.md_config.JobConfig`."""
     from pal_atoms.jobs.launch import find_mpiexec
 
     if importlib.util.find_spec("mpi4py") is None or find_mpiexec() is None:
@@ -220,13 +221,13 @@ def _cmd_md(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_job(config: MDRunConfig, comm: Any = None) -> Summary | None:
+def _run_job(config: JobConfig, comm: Any = None) -> Summary | None:
     """The job of the subcommand that made ``config``."""
     run = next(job for cls, job in _jobs().values() if type(config) is cls)
     return run(config, comm=comm)
 
 
-def _job_lines(config: MDRunConfig, summary: Summary) -> list[str]:
+def _job_lines(config: JobConfig, summary: Summary) -> list[str]:
     """What a ``ts`` or ``sh`` run adds to the final line."""
     from pal_atoms.jobs.reaction import ReactionRunConfig
     from pal_atoms.jobs.sh import SHRunConfig
@@ -250,7 +251,7 @@ def _job_lines(config: MDRunConfig, summary: Summary) -> list[str]:
     return []
 
 
-def _reaction_lines(config: MDRunConfig, reaction: dict[str, Any]) -> list[str]:
+def _reaction_lines(config: JobConfig, reaction: dict[str, Any]) -> list[str]:
     lines = []
     for i, row in enumerate(reaction.get("paths", [])):
         parts = [
@@ -265,7 +266,7 @@ def _reaction_lines(config: MDRunConfig, reaction: dict[str, Any]) -> list[str]:
     return [*lines, f"{spent}; path in {config.out / 'path.csv'}"]
 
 
-def _final_line(config: MDRunConfig, summary: Summary) -> str:
+def _final_line(config: JobConfig, summary: Summary) -> str:
     """The run's last line: why it ended, what it made, and how good the potential is."""
     mae = summary.test_force_mae[-1][1] if summary.test_force_mae else float("nan")
     training = (
@@ -302,13 +303,17 @@ def _add_run_parser(
     sub: argparse._SubParsersAction,
     common: argparse.ArgumentParser,
     name: str,
-    defaults: MDRunConfig,
+    defaults: JobConfig,
     *,
     help: str,  # noqa: A002  (argparse's name)
     description: str,
     options: list[tuple[str, dict[str, object], str]],
 ) -> None:
-    p = sub.add_parser(name, parents=[common], help=help, description=description)
+    # No abbreviations: ``--steps`` must not quietly mean ``--steps-per-label`` in a job
+    # that has no ``--steps`` of its own.
+    p = sub.add_parser(
+        name, parents=[common], help=help, description=description, allow_abbrev=False
+    )
     p.add_argument("--system", type=Path, help="starting structures (extxyz), one per generator")
     p.add_argument("--config", type=Path, help="TOML file with any of the options below")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -350,10 +355,10 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Parallel active learning on saddle-point searches: Sella from randomly "
         "perturbed copies of every frame of --system, or (--driver neb) a climbing-image NEB "
         "between consecutive pairs of frames. Converged saddles are checked against the "
-        "oracle and written to OUT/saddles.extxyz. Takes every option of 'pal-atoms md' "
-        "(the MD ones make the held-out test set) plus the search options; TOML keys "
-        "optionally under [ts].",
-        options=MD_OPTIONS + TS_OPTIONS,
+        "oracle and written to OUT/saddles.extxyz. Takes the options of 'pal-atoms md' "
+        "but its MD generators' own (--temperature-K and --timestep-fs make the held-out "
+        "test set) plus the search options; TOML keys optionally under [ts].",
+        options=JOB_OPTIONS + TS_OPTIONS,
     )
 
     from pal_atoms.jobs.reaction import ReactionRunConfig
@@ -386,9 +391,9 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--states electronic states, the PySCF excited-state oracle (TDA, every state's energy "
         "and forces) and trajectories from the Wigner distribution of the ground-state minimum "
         "of the first frame of --system. Writes OUT/populations.csv and OUT/hops.csv. Takes "
-        "every option of 'pal-atoms md' plus the surface-hopping options; TOML keys optionally "
-        "under [sh].",
-        options=with_oracles(MD_OPTIONS, SHRunConfig.allowed_oracles()) + SH_OPTIONS,
+        "the options of 'pal-atoms md' but its MD generators' own, plus the surface-hopping "
+        "options; TOML keys optionally under [sh].",
+        options=with_oracles(JOB_OPTIONS, SHRunConfig.allowed_oracles()) + SH_OPTIONS,
     )
 
     p = sub.add_parser("status", parents=[common], help="progress of a running or finished run")

@@ -19,7 +19,7 @@ from ase import Atoms
 
 from pal_atoms.core.checks import charge_and_multiplicity
 from pal_atoms.core.errors import InputError
-from pal_atoms.jobs.md_config import MDRunConfig
+from pal_atoms.jobs.md_config import JobConfig, MDRunConfig
 from pal_atoms.jobs.setup import (
     build_oracle,
     check_run_dir,
@@ -58,7 +58,7 @@ TestSetFactory = Callable[[Any, Any, list[Atoms]], list[Atoms]]
 BootstrapFactory = Callable[[Any, Any, list[Atoms]], list[Atoms]]
 
 
-def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
+def _committee(config: JobConfig, frames: list[Atoms]) -> Any:
     from pal_atoms.calculators import CommitteeCalculator
 
     if (config.out / "committee").is_dir():
@@ -76,7 +76,7 @@ def _committee(config: MDRunConfig, frames: list[Atoms]) -> Any:
     )
 
 
-def md_test_set(config: MDRunConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
+def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
     """Held-out frames of short Langevin MD on the oracle itself, per starting frame."""
     from pal_atoms.dynamics import reference_md_frames
 
@@ -93,7 +93,7 @@ def md_test_set(config: MDRunConfig, oracle: Any, frames: list[Atoms]) -> list[A
     )
 
 
-def md_bootstrap(config: MDRunConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
+def md_bootstrap(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
     """Rattled and strained copies of the starting frames."""
     from pal_atoms.dynamics import rattle_sample
 
@@ -107,7 +107,7 @@ def md_bootstrap(config: MDRunConfig, oracle: Any, frames: list[Atoms]) -> list[
 
 
 def _prepare(
-    config: MDRunConfig,
+    config: JobConfig,
     oracle: Any,
     make_test_set: TestSetFactory,
     make_bootstrap: BootstrapFactory,
@@ -151,7 +151,7 @@ def _prepare(
     committee.save(out / "committee")
 
 
-def _trainer_settings(config: MDRunConfig) -> Any:
+def _trainer_settings(config: JobConfig) -> Any:
     from pal_atoms.calculators import TrainerSettings
 
     # Rounds here are short and warm-started, and the loop ends at the label budget: a
@@ -164,7 +164,7 @@ def _trainer_settings(config: MDRunConfig) -> Any:
     )
 
 
-def _stream_settings(config: MDRunConfig) -> Any:
+def _stream_settings(config: JobConfig) -> Any:
     from pal_atoms.calculators import StreamSettings
 
     return StreamSettings(seed=config.seed)
@@ -223,7 +223,7 @@ def steering_bias(config: MDRunConfig, atoms: Atoms, *, what: str = "frame") -> 
 
 
 def _loop(
-    config: MDRunConfig, comm: Any | None, make_generators: GeneratorFactory, oracle: Any
+    config: JobConfig, comm: Any | None, make_generators: GeneratorFactory, oracle: Any
 ) -> tuple[ActiveLearning, list[Atoms]]:
     """The active-learning loop over the prepared run folder (same on every rank)."""
     from pal_atoms.calculators import CommitteeTrainer, StreamingTrainer
@@ -258,7 +258,7 @@ def _loop(
 
 
 def run_md(
-    config: MDRunConfig,
+    config: JobConfig,
     comm: Any | None = None,
     *,
     make_generators: GeneratorFactory | None = None,
@@ -308,7 +308,7 @@ def run_md(
 
 
 def _prepare_once(
-    config: MDRunConfig, comm: Any | None, lock: RunLock, prepare: Callable[[], None]
+    config: JobConfig, comm: Any | None, lock: RunLock, prepare: Callable[[], None]
 ) -> None:
     """Rank 0 takes the run folder's lock and prepares it; every rank sees the same error."""
     error: str | None = None
@@ -333,7 +333,7 @@ def _prepare_once(
 
 
 def _run_and_report(
-    config: MDRunConfig,
+    config: JobConfig,
     comm: Any | None,
     oracle: Any,
     make_generators: GeneratorFactory | None,
@@ -367,7 +367,7 @@ def _run_and_report(
     return summary
 
 
-def _final_check(config: MDRunConfig, committee: Any, test_set: list[Atoms]) -> dict[str, Any]:
+def _final_check(config: JobConfig, committee: Any, test_set: list[Atoms]) -> dict[str, Any]:
     """NVE check and held-out MAE per starting system (``summary.json``'s ``final_check``)."""
     from pal_atoms.jobs.final_check import final_check
 

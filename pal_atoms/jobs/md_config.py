@@ -1,4 +1,11 @@
-"""The settings of a ``pal-atoms md`` run: one frozen dataclass, validated on creation."""
+"""The settings of the run jobs: one frozen dataclass each, validated on creation.
+
+:class:`JobConfig` holds what every run job (``md``, ``ts``, ``sh``, ``reaction``) shares:
+system, oracle, committee, loop limits, trust window, test set, bootstrap, MPI ranks.
+:class:`MDRunConfig` adds the MD generators' own settings (steps, steering along an atom
+transfer); the saddle-search and surface-hopping configs extend :class:`JobConfig` with
+theirs, so no job carries (or shows in ``--help``) options it does not use.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pal_atoms.core.errors import ConfigError
 from pal_atoms.oracles.registry import ORACLES as ORACLE_REGISTRY
 from pal_atoms.workflow.settings import WorkflowSettings
 
-__all__ = ["MODELS", "ORACLES", "TRAINING", "MDRunConfig"]
+__all__ = ["MODELS", "ORACLES", "TRAINING", "JobConfig", "MDRunConfig"]
 
 #: ``--oracle`` names: the oracle registry's, less the excited-state oracle, whose
 #: per-state labels the md job does not use yet (it would compute and drop them).
@@ -23,9 +30,12 @@ MODELS = ("mace", "schnet")
 TRAINING = ("continuous", "rounds")
 
 
+_Config = TypeVar("_Config", bound="JobConfig")
+
+
 @dataclass(frozen=True, kw_only=True)
-class MDRunConfig:
-    """Everything ``pal-atoms md`` needs; every field is a command-line option too.
+class JobConfig:
+    """What every run job needs; every field is a command-line option too.
 
     Args:
         system: Starting structures (extxyz etc.); one generator per frame.
@@ -41,7 +51,6 @@ class MDRunConfig:
         committee: Committee members.
         temperature_K: MD temperature in K.
         timestep_fs: MD time step in fs.
-        steps: MD steps per generator (the run also stops at the other limits).
         max_labels: Cap on ok labels from the active-learning loop (a limit; the normal
             end is convergence).
         time_limit_s: Wall-time limit of the active-learning loop in s.
@@ -69,14 +78,6 @@ class MDRunConfig:
         queue_policy: Which queued structure is labelled next: ``"uncertainty"`` or
             ``"diverse"`` (uncertainty weighted by novelty, :mod:`pal_atoms.workflow.oracle_queue`).
         patience: Uncertain MD steps tolerated before a restart.
-        transfer: ``(donor, H, acceptor)`` atom indices of an atom transfer (default:
-            ``atoms.info["transfer"]`` of each frame, ``"D,H,A"``, if any): the MD is then
-            steered along ``d(donor-H) - d(acceptor-H)`` from the frame's value to its
-            mirror image over ``steer_steps`` steps, so it crosses the barrier.
-        bias_k_eV_A2: Force constant of the steering restraint, eV/Å².
-        steer_steps: Steps over which the restraint's centre moves.
-        steering: ``"once"`` (the centre moves once, then stays on the product side) or
-            ``"sweep"`` (back and forth, period ``2 * steer_steps``).
         retrain_size: New labels that start a training round (``training="rounds"``).
         bootstrap_per_frame: Rattled structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
@@ -109,7 +110,6 @@ class MDRunConfig:
     committee: int = 4
     temperature_K: float = 600.0
     timestep_fs: float = 2.0
-    steps: int = 100_000
     max_labels: int = 400
     time_limit_s: float | None = 360.0
     training: str = "continuous"
@@ -123,10 +123,6 @@ class MDRunConfig:
     generator_rate_hz: float | None = 5.0
     queue_policy: str = "uncertainty"
     patience: int = 10
-    transfer: tuple[int, int, int] | None = None
-    bias_k_eV_A2: float = 5.0
-    steer_steps: int = 2000
-    steering: str = "once"
     retrain_size: int = 8
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
@@ -164,7 +160,6 @@ class MDRunConfig:
                 raise ConfigError(f"{name} must be positive, got {value}")
         for name in (
             "committee",
-            "steps",
             "train_steps",
             "prediction_ranks",
             "oracle_ranks",
@@ -179,26 +174,8 @@ class MDRunConfig:
         for name in ("bootstrap_per_frame", "test_per_frame", "patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        self._check_transfer()
         if not 0 <= self.trust_lower <= self.upper:
             raise ConfigError(f"need 0 <= lower <= upper, got {self.trust_lower}, {self.upper}")
-
-    def _check_transfer(self) -> None:
-        """The transfer indices and the steering restraint."""
-        if self.transfer is not None:
-            from pal_atoms.jobs.setup import parse_transfer
-
-            try:
-                triple = parse_transfer(self.transfer)
-            except ValueError as exc:
-                raise ConfigError(f"transfer: {exc}") from None
-            object.__setattr__(self, "transfer", triple)
-        if not (math.isfinite(self.bias_k_eV_A2) and self.bias_k_eV_A2 > 0):
-            raise ConfigError(f"bias_k_eV_A2 must be positive, got {self.bias_k_eV_A2}")
-        if self.steer_steps < 1:
-            raise ConfigError(f"steer_steps must be >= 1, got {self.steer_steps}")
-        if self.steering not in ("once", "sweep"):
-            raise ConfigError(f"steering must be 'once' or 'sweep', got {self.steering!r}")
 
     @classmethod
     def allowed_oracles(cls) -> tuple[str, ...]:
@@ -272,7 +249,7 @@ class MDRunConfig:
                 raise ConfigError(str(exc)) from None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MDRunConfig:
+    def from_dict(cls: type[_Config], data: dict[str, Any]) -> _Config:
         """Build from a mapping (e.g. TOML), rejecting unknown keys."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -295,3 +272,49 @@ class MDRunConfig:
             oracle=self.oracle_ranks,
             training=self.training_ranks,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MDRunConfig(JobConfig):
+    """``pal-atoms md``: everything of :class:`JobConfig` plus the MD generators' settings.
+
+    Args:
+        steps: MD steps per generator (the run also stops at the other limits).
+        transfer: ``(donor, H, acceptor)`` atom indices of an atom transfer (default:
+            ``atoms.info["transfer"]`` of each frame, ``"D,H,A"``, if any): the MD is then
+            steered along ``d(donor-H) - d(acceptor-H)`` from the frame's value to its
+            mirror image over ``steer_steps`` steps, so it crosses the barrier.
+        bias_k_eV_A2: Force constant of the steering restraint, eV/Å².
+        steer_steps: Steps over which the restraint's centre moves.
+        steering: ``"once"`` (the centre moves once, then stays on the product side) or
+            ``"sweep"`` (back and forth, period ``2 * steer_steps``).
+    """
+
+    steps: int = 100_000
+    transfer: tuple[int, int, int] | None = None
+    bias_k_eV_A2: float = 5.0
+    steer_steps: int = 2000
+    steering: str = "once"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        self._check_transfer()
+
+    def _check_transfer(self) -> None:
+        """The transfer indices and the steering restraint."""
+        if self.transfer is not None:
+            from pal_atoms.jobs.setup import parse_transfer
+
+            try:
+                triple = parse_transfer(self.transfer)
+            except ValueError as exc:
+                raise ConfigError(f"transfer: {exc}") from None
+            object.__setattr__(self, "transfer", triple)
+        if not (math.isfinite(self.bias_k_eV_A2) and self.bias_k_eV_A2 > 0):
+            raise ConfigError(f"bias_k_eV_A2 must be positive, got {self.bias_k_eV_A2}")
+        if self.steer_steps < 1:
+            raise ConfigError(f"steer_steps must be >= 1, got {self.steer_steps}")
+        if self.steering not in ("once", "sweep"):
+            raise ConfigError(f"steering must be 'once' or 'sweep', got {self.steering!r}")

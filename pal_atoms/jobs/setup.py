@@ -11,7 +11,7 @@ from pal_atoms.core.errors import InputError
 from pal_atoms.store.exchange import read_structures
 
 if TYPE_CHECKING:
-    from pal_atoms.jobs.md_config import MDRunConfig
+    from pal_atoms.jobs.md_config import JobConfig
 
 __all__ = [
     "build_oracle",
@@ -43,14 +43,14 @@ def oracle_settings(name: str, method: str | None, basis: str | None) -> dict[st
     return settings
 
 
-def build_oracle(config: MDRunConfig) -> Any:
+def build_oracle(config: JobConfig) -> Any:
     """The oracle the configuration names (``config.oracle_settings()``)."""
     from pal_atoms.oracles import make_oracle
 
     return make_oracle(config.oracle, **config.oracle_settings())
 
 
-def load_frames(config: MDRunConfig, oracle: Any | None) -> list[Atoms]:
+def load_frames(config: JobConfig, oracle: Any | None) -> list[Atoms]:
     """Read, check and annotate the starting structures (charge, multiplicity).
 
     ``oracle``: also ask it whether it can label each frame (``None``: skip that).
@@ -87,14 +87,14 @@ def parse_transfer(value: Any) -> tuple[int, int, int]:
 
 
 def transfer_indices(
-    config: MDRunConfig, atoms: Atoms, *, what: str = "frame"
+    config: JobConfig, atoms: Atoms, *, what: str = "frame"
 ) -> tuple[int, int, int] | None:
     """``(donor, H, acceptor)`` of a frame: ``config.transfer``, else ``info["transfer"]``.
 
     Raises:
         InputError: malformed indices, or one outside the frame.
     """
-    triple = config.transfer
+    triple = getattr(config, "transfer", None)  # md and reaction: --transfer
     try:
         if triple is None and "transfer" in atoms.info:
             triple = parse_transfer(atoms.info["transfer"])
@@ -107,7 +107,7 @@ def transfer_indices(
     return triple
 
 
-def check_run_dir(config: MDRunConfig) -> None:
+def check_run_dir(config: JobConfig) -> None:
     """Raise :class:`InputError` unless ``out`` suits the job (a run iff ``--resume``)."""
     out = config.out
     if config.resume:
@@ -117,7 +117,7 @@ def check_run_dir(config: MDRunConfig) -> None:
         raise InputError(f"{out} already holds a run; use --resume or another --out")
 
 
-def prepare_run_dir(config: MDRunConfig) -> None:
+def prepare_run_dir(config: JobConfig) -> None:
     """Create the run folder, or check that ``--resume`` points at a run."""
     check_run_dir(config)
     config.out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ import numpy as np
 from ase import Atoms
 
 from pal_atoms.core.errors import ConfigError, InputError
-from pal_atoms.jobs.md import MDRunConfig, run_md
+from pal_atoms.jobs.md import run_md
+from pal_atoms.jobs.md_config import JobConfig
 from pal_atoms.jobs.setup import load_frames
 from pal_atoms.workflow import Summary
 
@@ -39,12 +40,11 @@ _MODES_FILE = "normal_modes.json"
 
 
 @dataclass(frozen=True, kw_only=True)
-class SHRunConfig(MDRunConfig):
-    """``pal-atoms sh``: everything of :class:`MDRunConfig` plus the surface hopping.
+class SHRunConfig(JobConfig):
+    """``pal-atoms sh``: the job settings (:class:`JobConfig`) plus the surface hopping.
 
-    ``temperature_K`` is the temperature of the final NVE check on the ground state, and
-    ``steps`` is not used. ``test_per_frame`` and ``bootstrap_per_frame`` count Wigner
-    samples of the minimum.
+    ``temperature_K`` is the temperature of the final NVE check on the ground state.
+    ``test_per_frame`` and ``bootstrap_per_frame`` count Wigner samples of the minimum.
 
     Args:
         states: Electronic states, S0 included (the oracle labels and the committee

@@ -22,7 +22,8 @@ import numpy as np
 from ase import Atoms
 
 from pal_atoms.core.errors import ConfigError, InputError
-from pal_atoms.jobs.md import MDRunConfig, run_md
+from pal_atoms.jobs.md import run_md
+from pal_atoms.jobs.md_config import JobConfig
 from pal_atoms.jobs.setup import load_frames
 from pal_atoms.workflow import Summary
 
@@ -34,11 +35,11 @@ DRIVERS = ("sella", "neb")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TSRunConfig(MDRunConfig):
-    """``pal-atoms ts``: everything of :class:`MDRunConfig` plus the search settings.
+class TSRunConfig(JobConfig):
+    """``pal-atoms ts``: the job settings (:class:`JobConfig`) plus the search settings.
 
     The MD settings (``temperature_K``, ``timestep_fs``) still make the held-out test set
-    (short oracle MD from every frame); ``steps`` is not used.
+    (short oracle MD from every frame).
 
     Args:
         driver: ``"sella"`` (saddle search from each frame) or ``"neb"`` (consecutive

@@ -10,6 +10,7 @@ import pytest
 from ase import Atoms
 
 from pal_atoms.cli import main
+from pal_atoms.core.errors import ConfigError
 from pal_atoms.store import LabelStore
 
 
@@ -36,6 +37,9 @@ SHORT = [
         (2, ["--driver", "dimer"], "invalid choice"),
         (2, ["--fmax-eV-A", "0"], "fmax_eV_A must be > 0"),
         (2, ["--searches-per-frame", "0"], "searches_per_frame must be >= 1"),
+        # The MD generators' own options are not the saddle search's.
+        (2, ["--steps", "10"], "unrecognized arguments: --steps"),
+        (2, ["--transfer", "0,1,2"], "unrecognized arguments: --transfer"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, frames, extra, match):
@@ -72,3 +76,22 @@ def test_short_ts_run(tmp_path, capsys, driver):
         saddles = ase.io.read(out / "saddles.extxyz", ":")
         assert len(saddles) == len(summary["saddles"])
         assert all(np.isfinite(s.get_potential_energy()) for s in saddles)
+
+
+def test_each_job_config_holds_only_its_own_options():
+    """md and reaction steer MD; ts and sh share the job settings but not the MD ones."""
+    from dataclasses import fields
+
+    from pal_atoms.jobs.md_config import JobConfig, MDRunConfig
+    from pal_atoms.jobs.reaction import ReactionRunConfig
+    from pal_atoms.jobs.sh import SHRunConfig
+    from pal_atoms.jobs.ts import TSRunConfig
+
+    md_only = {f.name for f in fields(MDRunConfig)} - {f.name for f in fields(JobConfig)}
+    assert md_only == {"steps", "transfer", "bias_k_eV_A2", "steer_steps", "steering"}
+    assert md_only <= {f.name for f in fields(ReactionRunConfig)}
+    for cls in (TSRunConfig, SHRunConfig):
+        assert issubclass(cls, JobConfig) and not issubclass(cls, MDRunConfig)
+        assert not md_only & {f.name for f in fields(cls)}
+    with pytest.raises(ConfigError, match="unknown config keys: steps"):
+        TSRunConfig.from_dict({"system": "x.xyz", "steps": 10})
