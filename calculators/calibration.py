@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-__all__ = ["ForceCalibration", "calibration_curve", "fit_force_calibration", "force_errors"]
+__all__ = [
+    "ForceCalibration",
+    "calibration_curve",
+    "fit_force_calibration",
+    "force_errors",
+    "prediction_errors",
+]
 
 #: Smallest spread used in a ratio (eV/Å): keeps e/σ finite where members agree exactly.
 MIN_STD = 1e-6
@@ -71,7 +77,13 @@ def force_errors(
     """
     if not labels:
         return np.zeros(0), np.zeros(0)
-    preds = committee.predict_batch(list(labels))
+    return prediction_errors(committee.predict_batch(list(labels)), labels, raw=raw)
+
+
+def prediction_errors(
+    preds: Sequence[dict[str, Any]], labels: Sequence[Atoms], *, raw: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`force_errors` of predictions already made (``predict_batch(labels)``)."""
     key = "forces_std_raw" if raw else "forces_std"
     err = np.concatenate(
         [

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-__all__ = ["MetricsLog", "force_mae", "read_metrics"]
+__all__ = ["MetricsLog", "force_mae", "prediction_mae", "read_metrics"]
 
 
 class MetricsLog:
@@ -64,7 +64,11 @@ def force_mae(committee: Any, frames: Sequence[Atoms]) -> float:
     own = getattr(committee, "test_error", None)
     if callable(own):  # a generic ensemble: its mean absolute error over the outputs
         return float(own(list(frames)))
-    predictions = committee.predict_batch(list(frames))
+    return prediction_mae(committee.predict_batch(list(frames)), frames)
+
+
+def prediction_mae(predictions: Sequence[dict[str, Any]], frames: Sequence[Atoms]) -> float:
+    """:func:`force_mae` of predictions already made (``predict_batch(frames)``), eV/Å."""
     errors = [
         np.abs(np.asarray(p["forces"]) - a.get_forces()).ravel()
         for p, a in zip(predictions, frames, strict=True)

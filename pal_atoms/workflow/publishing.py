@@ -15,7 +15,7 @@ from typing import Any
 
 from ase import Atoms
 
-from pal_atoms.workflow.metrics import force_mae
+from pal_atoms.workflow.metrics import force_mae, prediction_mae
 
 __all__ = ["MIN_CALIBRATION_LABELS", "apply_published"]
 
@@ -48,17 +48,19 @@ def apply_published(
         ``{"members", "calibration"?, "val_force_mae"?, "path"?, "test_force_mae"?}``:
         calibration as :meth:`ForceCalibration.as_dict`, MAEs in eV/Å.
     """
-    from pal_atoms.calculators.calibration import fit_force_calibration, force_errors
+    from pal_atoms.calculators.calibration import fit_force_calibration, prediction_errors
 
     committee.set_weights(list(weights), members=list(members))
     info: dict[str, Any] = {"members": [int(m) for m in members]}
     if len(validation) >= MIN_CALIBRATION_LABELS and hasattr(committee, "set_calibration"):
-        errors, stds = force_errors(committee, validation, raw=True)
+        # One prediction of the validation labels serves both numbers: the calibration
+        # scales the spread only, never the mean forces the MAE is taken of.
+        preds = committee.predict_batch(list(validation))
+        errors, stds = prediction_errors(preds, validation, raw=True)
         calibration = fit_force_calibration(errors, stds)
         committee.set_calibration(calibration)
         info["calibration"] = calibration.as_dict()
-        # Component MAE from the vector errors is not the same number: recompute it.
-        info["val_force_mae"] = force_mae(committee, validation)
+        info["val_force_mae"] = prediction_mae(preds, validation)  # per component
     if checkpoint is not None:
         committee.save(checkpoint)
         info["path"] = str(checkpoint)

@@ -83,3 +83,18 @@ def test_bad_calibration_is_refused(bad):
     committee = CommitteeCalculator.create("mace", elements=["Bi"], n_members=2, device="cpu")
     with pytest.raises(ValueError, match="force_std_scale"):
         committee.set_calibration({"force_std_scale": bad})
+
+
+def test_a_publish_calibrates_and_measures_from_one_prediction(bi_data):
+    """apply_published: the same numbers as fitting and measuring separately."""
+    from pal_atoms.workflow.metrics import force_mae
+    from pal_atoms.workflow.publishing import apply_published
+
+    committee = CommitteeCalculator.create("mace", elements=["Bi"], n_members=2, device="cpu")
+    validation = bi_data["test"][:6]
+    errors, stds = force_errors(committee, validation, raw=True)
+    expected = fit_force_calibration(errors, stds).force_std_scale
+    info = apply_published(committee, committee.get_weights()[:1], [0], validation=validation)
+    assert info["calibration"]["force_std_scale"] == pytest.approx(expected, rel=1e-9)
+    assert committee.force_std_scale == pytest.approx(expected, rel=1e-9)
+    assert info["val_force_mae"] == pytest.approx(force_mae(committee, validation), rel=1e-9)
