@@ -97,7 +97,8 @@ class CommitteeCalculator(Calculator):
     ) -> None:
         super().__init__(**kwargs)
         self._active_state = 0
-        self.model = model.to(device)
+        # Evaluation mode from the start: trainers switch to training mode and back.
+        self.model = model.to(device).eval()
         self.species = species
         self.device = device
         self.metadata: dict[str, Any] = dict(metadata or {})

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["add_subcommands"]
 
+#: TOML tables of the run subcommands (a job reads the top level and its own table).
+JOB_TABLES = ("md", "ts", "sh", "reaction")
+
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from pal_atoms.store import LabelStore
@@ -57,7 +60,7 @@ def _md_config(args: argparse.Namespace) -> JobConfig:
     config_cls = _config_class(args.command)
     data: dict[str, object] = {}
     if args.config is not None:
-        data.update(_read_toml(Path(args.config)))
+        data.update(_read_toml(Path(args.config), args.command))
     names = {f.name for f in fields(config_cls)}
     for name in names:
         value = getattr(args, name, None)
@@ -112,7 +115,7 @@ def _config_class(command: str) -> type[JobConfig]:
     return _jobs()[command][0]
 
 
-def _read_toml(path: Path) -> dict[str, object]:
+def _read_toml(path: Path, command: str) -> dict[str, object]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # Python 3.10
@@ -123,9 +126,13 @@ def _read_toml(path: Path) -> dict[str, object]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path}: {exc}") from exc
-    # Keys at the top level or under a [md] / [ts] / [sh] / [reaction] table.
-    section = next((data[k] for k in ("md", "ts", "sh", "reaction") if k in data), data)
-    return {str(k).replace("-", "_"): v for k, v in section.items()}
+    # Keys shared by every job at the top level; a job's own under its table ([md], [ts],
+    # [sh], [reaction]), which wins. Another job's table is not this job's business.
+    shared = {k: v for k, v in data.items() if k not in JOB_TABLES}
+    own = data.get(command, {})
+    if not isinstance(own, dict):
+        raise InputError(f"config file {path}: [{command}] must be a table of options")
+    return {str(k).replace("-", "_"): v for k, v in {**shared, **own}.items()}
 
 
 def _cores() -> int:
@@ -355,9 +362,10 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Parallel active learning on saddle-point searches: Sella from randomly "
         "perturbed copies of every frame of --system, or (--driver neb) a climbing-image NEB "
         "between consecutive pairs of frames. Converged saddles are checked against the "
-        "oracle and written to OUT/saddles.extxyz. Takes the options of 'pal-atoms md' "
-        "but its MD generators' own (--temperature-K and --timestep-fs make the held-out "
-        "test set) plus the search options; TOML keys optionally under [ts].",
+        "oracle and written to OUT/saddles.extxyz. Takes every option of 'pal-atoms md' "
+        "except --steps, --transfer and the steering options (--temperature-K and "
+        "--timestep-fs still make the held-out test set), plus the search options; TOML "
+        "keys at the top level or under [ts].",
         options=JOB_OPTIONS + TS_OPTIONS,
     )
 
@@ -391,8 +399,8 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--states electronic states, the PySCF excited-state oracle (TDA, every state's energy "
         "and forces) and trajectories from the Wigner distribution of the ground-state minimum "
         "of the first frame of --system. Writes OUT/populations.csv and OUT/hops.csv. Takes "
-        "the options of 'pal-atoms md' but its MD generators' own, plus the surface-hopping "
-        "options; TOML keys optionally under [sh].",
+        "every option of 'pal-atoms md' except --steps, --transfer and the steering options, "
+        "plus the surface-hopping options; TOML keys at the top level or under [sh].",
         options=with_oracles(JOB_OPTIONS, SHRunConfig.allowed_oracles()) + SH_OPTIONS,
     )
 

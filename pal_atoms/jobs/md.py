@@ -18,7 +18,7 @@ from typing import Any
 from ase import Atoms
 
 from pal_atoms.core.checks import charge_and_multiplicity
-from pal_atoms.core.errors import InputError
+from pal_atoms.core.errors import ConfigError, InputError
 from pal_atoms.jobs.md_config import JobConfig, MDRunConfig
 from pal_atoms.jobs.setup import (
     build_oracle,
@@ -286,6 +286,8 @@ def run_md(
     Returns:
         The run's summary; ``None`` on MPI ranks other than 0.
     """
+    if make_generators is None and not isinstance(config, MDRunConfig):
+        raise ConfigError(f"{type(config).__name__} needs its job's make_generators")
     if comm is not None and comm.Get_size() > 1:
         from pal_atoms.workflow.mpi.layout import make_ase_rank_local
 

@@ -24,6 +24,7 @@ import csv
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ase.io
@@ -219,9 +220,12 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
             logger.info("%d expensive labels from an earlier attempt", len(labels))
         if todo > 0:
             chosen = select_high(committee, paths, pool, todo)
-            labels += label_high(chosen, high, store_path, timeout_s=config.oracle_timeout_s)
+            labels += label_high(chosen, high, store_path)
         if not labels:
-            raise InputError(f"the expensive oracle {_name(high)} labelled no structure")
+            raise InputError(
+                f"the expensive oracle {_name(high)} labelled no structure "
+                f"(first failure: {_first_error(store_path)})"
+            )
         how = HighLevelLearning(config.high_learning)
         logger.info("learning the expensive level from %d labels (%s)", len(labels), how.value)
         final = learn_high(
@@ -251,6 +255,18 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
     for i, row in enumerate(result["paths"]):
         logger.info("path %d barrier: %s", i, _barrier_text(row))
     return result
+
+
+def _first_error(store_path: Path) -> str:
+    """The error of the first failed record in ``store_path`` (one line)."""
+    from pal_atoms.store import LabelStore
+
+    if store_path.exists():
+        with LabelStore(store_path, mode="r") as store:
+            for atoms in store.read(status=None):
+                if atoms.info.get("status") != "ok":
+                    return str(atoms.info.get("error") or atoms.info.get("status")).splitlines()[0]
+    return "none recorded"
 
 
 def _name(oracle: Any) -> str:

@@ -11,7 +11,7 @@ from pal_atoms.core.errors import InputError
 from pal_atoms.store.exchange import read_structures
 
 if TYPE_CHECKING:
-    from pal_atoms.jobs.md_config import JobConfig
+    from pal_atoms.jobs.md_config import JobConfig, MDRunConfig
 
 __all__ = [
     "build_oracle",
@@ -55,13 +55,16 @@ def load_frames(config: JobConfig, oracle: Any | None) -> list[Atoms]:
 
     ``oracle``: also ask it whether it can label each frame (``None``: skip that).
     """
+    from pal_atoms.jobs.md_config import MDRunConfig
+
     frames = read_structures(config.system)
     for i, atoms in enumerate(frames):
         what = f"frame {i} of {config.system}"
         validate_structure(atoms, min_distance_A=0.5, what=what)
         charge, mult = charge_and_multiplicity(atoms, config.charge)
         atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
-        transfer_indices(config, atoms, what=what)
+        if isinstance(config, MDRunConfig):  # the jobs that steer MD along a transfer
+            transfer_indices(config, atoms, what=what)
         try:
             if oracle is not None:
                 oracle.check(atoms)
@@ -87,14 +90,14 @@ def parse_transfer(value: Any) -> tuple[int, int, int]:
 
 
 def transfer_indices(
-    config: JobConfig, atoms: Atoms, *, what: str = "frame"
+    config: MDRunConfig, atoms: Atoms, *, what: str = "frame"
 ) -> tuple[int, int, int] | None:
     """``(donor, H, acceptor)`` of a frame: ``config.transfer``, else ``info["transfer"]``.
 
     Raises:
         InputError: malformed indices, or one outside the frame.
     """
-    triple = getattr(config, "transfer", None)  # md and reaction: --transfer
+    triple = config.transfer
     try:
         if triple is None and "transfer" in atoms.info:
             triple = parse_transfer(atoms.info["transfer"])

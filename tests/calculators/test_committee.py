@@ -252,6 +252,19 @@ def test_deterministic_under_seed():
     np.testing.assert_array_equal(r1["forces_comm"], r2["forces_comm"])
 
 
+def test_a_committee_serves_in_evaluation_mode_and_trainers_leave_it_there(tmp_path, bi_data):
+    from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer
+
+    calc = make("mace", elements=["Bi"], n_members=2)
+    assert not calc.model.training  # predictions skip the eval()/train() walk
+    trainer = StreamingTrainer(calc)
+    trainer.add(bi_data["train"][:8])
+    trainer.train_steps(2)
+    assert not calc.model.training
+    calc.save(tmp_path / "c")
+    assert not CommitteeCalculator.load(tmp_path / "c", device="cpu").model.training
+
+
 def test_unmodified_ase_scripts(tmp_path):
     from ase import units
     from ase.io import Trajectory

@@ -219,3 +219,30 @@ def test_method_and_basis_reach_every_oracle_family():
         oracle = make_oracle(name, **settings)
         assert oracle.settings["functional"] == "PBE0"
     assert make_oracle("xtb", **oracle_settings("xtb", "GFN1-xTB", None)).method == "GFN1-xTB"
+
+
+def test_a_toml_file_has_shared_keys_and_a_table_per_job(tmp_path, bad_inputs):
+    from pal_atoms.cli import build_parser
+    from pal_atoms.cli.run import _md_config
+
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "committee = 3\ntemperature_K = 400\n"
+        "[md]\nsteps = 50\ntemperature_K = 500\n"
+        "[ts]\ndriver = 'neb'\n"
+    )
+    base = ["--system", str(bad_inputs["good"]), "--config", str(toml)]
+    base += ["--out", str(tmp_path / "run")]
+    md = _md_config(build_parser().parse_args(["md", *base]))
+    assert (md.committee, md.temperature_K, md.steps) == (3, 500, 50)  # the job's table wins
+    ts = _md_config(build_parser().parse_args(["ts", *base]))  # [md] steps is not for ts
+    assert (ts.committee, ts.temperature_K, ts.driver) == (3, 400, "neb")
+
+
+def test_run_md_refuses_a_job_config_without_its_generators(bad_inputs):
+    from pal_atoms.core.errors import ConfigError
+    from pal_atoms.jobs.md import run_md
+    from pal_atoms.jobs.ts import TSRunConfig
+
+    with pytest.raises(ConfigError, match="TSRunConfig needs its job's make_generators"):
+        run_md(TSRunConfig(system=bad_inputs["good"]))

@@ -82,6 +82,9 @@ def test_failed_expensive_labels_are_stored_with_their_status_and_never_as_data(
     # The failures keep their geometry, source and reason, but carry no energy or forces.
     assert [a.info["high_source"] for a in failed] == ["uncertain", "path"]
     assert all(a.calc is None and a.info["error"] for a in failed)
+    from pal_atoms.jobs.reaction import _first_error
+
+    assert "0.100 Å apart" in _first_error(store_path)  # quoted if no label succeeds
     again = stored_high(store_path)  # what a resumed reaction stage starts from
     assert len(again) == 1
     assert again[0].info["high_source"] == "path"
