@@ -64,6 +64,7 @@ class StopCriterion(str, enum.Enum):
     STOP_FILE = "stop_file"
     GENERATORS_FINISHED = "generators_finished"
     FAILURE_BUDGET = "failure_budget"
+    STALLED = "stalled"
     ERROR = "error"
     OTHER = "other"
 

@@ -218,6 +218,13 @@ class JobConfig:
             seed=self.seed,
         )
 
+    def check_frame(self, atoms: Any, *, what: str) -> None:
+        """Checks of a starting frame that only this job makes (none here).
+
+        Raises:
+            InputError: the frame does not suit the job.
+        """
+
     @property
     def n_states(self) -> int:
         """Electronic states the committee predicts (1: the ground state)."""
@@ -301,6 +308,12 @@ class MDRunConfig(JobConfig):
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         self._check_transfer()
+
+    def check_frame(self, atoms: Any, *, what: str) -> None:
+        """The frame's transfer indices (``transfer`` or ``atoms.info["transfer"]``)."""
+        from pal_atoms.jobs.setup import transfer_indices
+
+        transfer_indices(self, atoms, what=what)
 
     def _check_transfer(self) -> None:
         """The transfer indices and the steering restraint."""

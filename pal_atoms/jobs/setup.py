@@ -55,16 +55,13 @@ def load_frames(config: JobConfig, oracle: Any | None) -> list[Atoms]:
 
     ``oracle``: also ask it whether it can label each frame (``None``: skip that).
     """
-    from pal_atoms.jobs.md_config import MDRunConfig
-
     frames = read_structures(config.system)
     for i, atoms in enumerate(frames):
         what = f"frame {i} of {config.system}"
         validate_structure(atoms, min_distance_A=0.5, what=what)
         charge, mult = charge_and_multiplicity(atoms, config.charge)
         atoms.info["charge"], atoms.info["multiplicity"] = charge, mult
-        if isinstance(config, MDRunConfig):  # the jobs that steer MD along a transfer
-            transfer_indices(config, atoms, what=what)
+        config.check_frame(atoms, what=what)  # the job's own checks (md: the transfer)
         try:
             if oracle is not None:
                 oracle.check(atoms)

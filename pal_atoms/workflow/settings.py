@@ -51,6 +51,9 @@ class WorkflowSettings:
             requests back (one process: trains instead).
         on_convergence: ``"stop"`` ends the run; ``"ml_md"`` stops oracle and training and
             lets the generators continue on the committee until another limit is hit.
+        stall_duplicates: Round-based training: stop (``stalled``) after this many
+            near-duplicate proposals in a row with nothing queued or being labelled, since
+            the labels a round waits for can then never come (``None``: never).
         failure_budget: Stop when more than this fraction of the last
             ``failure_window`` labels failed (any status other than ``ok``).
         failure_window: Labels in the failure-budget window.
@@ -83,6 +86,7 @@ class WorkflowSettings:
     label_burst: int = 8
     max_predictions_per_s: float | None = None
     on_convergence: Literal["stop", "ml_md"] = "stop"
+    stall_duplicates: int | None = 2000
     failure_budget: float = 0.5
     failure_window: int = 20
     checkpoint_interval_s: float = 60.0
@@ -105,6 +109,12 @@ class WorkflowSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.stall_duplicates is not None and (
+            not isinstance(self.stall_duplicates, int) or self.stall_duplicates < 1
+        ):
+            raise ConfigError(
+                f"stall_duplicates must be a positive integer or None, got {self.stall_duplicates}"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be positive or None, got {self.max_steps}")
         for name in ("time_limit_s", "oracle_timeout_s"):

@@ -264,6 +264,7 @@ class RunState(TrainingState):
             raise StopRun(
                 f"stop file {self.run_dir / s.stop_file} appeared", StopCriterion.STOP_FILE
             )
+        self.check_stalled()
         window = self._recent_verdicts
         converged = (
             len(window) == window.maxlen

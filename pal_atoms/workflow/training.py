@@ -15,12 +15,13 @@ from typing import Any
 
 from ase import Atoms
 
+from pal_atoms.core.protocols import StopCriterion
 from pal_atoms.workflow.oracle_queue import Candidate, OracleQueue
 from pal_atoms.workflow.prediction import predict_guarded
 from pal_atoms.workflow.publishing import apply_published
 from pal_atoms.workflow.selection import score
 from pal_atoms.workflow.settings import WorkflowSettings
-from pal_atoms.workflow.summary import Summary
+from pal_atoms.workflow.summary import StopRun, Summary
 
 __all__ = ["TrainingState"]
 
@@ -42,6 +43,8 @@ class TrainingState:
     run_dir: Path | None
     test_set: list[Atoms]
     dispatched: int
+    _stall_mark: tuple[int, int] = (-1, -1)
+    _stall_base: int = 0
     _timings: dict[str, float]
     _training_states: dict[int, dict[str, Any]]
     _val_force_mae: float | None
@@ -63,6 +66,37 @@ class TrainingState:
         # Steps per trainer (each trains its own members): the committee's progress.
         steps = sum(int(s["step"]) for s in states) / max(1, len(states))
         return self.dispatched < self.settings.label_burst + steps / per
+
+    def check_stalled(self) -> None:
+        """Raise :class:`StopRun` (``stalled``) when labelling can no longer move (rounds).
+
+        A training round waits for ``retrain_size`` new labels. When the generators
+        propose only near-duplicates of labelled structures (still uncertain: the committee
+        has not been trained on them yet), nothing is queued and no label is on its way,
+        those labels never come: after ``stall_duplicates`` such proposals in a row the run
+        ends, and its last training round learns the labels it has. A continuous trainer
+        keeps learning them, so it is never stalled this way.
+        """
+        limit = self.settings.stall_duplicates
+        stored = self.summary.labels_ok + self.summary.labels_failed
+        mark = (self.dispatched, stored)
+        if (
+            limit is None
+            or self.continuous
+            or not self.labelling
+            or len(self.queue)
+            or self.dispatched > stored  # a label is on its way
+            or mark != self._stall_mark
+        ):
+            self._stall_mark, self._stall_base = mark, self.queue.n_duplicates
+            return
+        if self.queue.n_duplicates - self._stall_base >= limit:
+            raise StopRun(
+                f"stalled: the last {self.queue.n_duplicates - self._stall_base} proposals "
+                "were near-duplicates of labelled structures, nothing is queued and a "
+                f"training round needs {self.settings.retrain_size} new labels",
+                StopCriterion.STALLED,
+            )
 
     def take_candidate(self) -> Candidate:
         """Pop the next structure for an oracle and count it against the label budget."""

@@ -81,6 +81,9 @@ def main() -> None:
     p.add_argument("--lower", type=float, default=0.005, help="trust window on energy_std, eV")
     p.add_argument("--convergence-window", type=int, default=200)
     p.add_argument("--plateau-tolerance", type=float, default=0.02)
+    p.add_argument("--diversity-A", type=float, default=0.0)
+    p.add_argument("--retrain-size", type=int, default=4)
+    p.add_argument("--stall-duplicates", type=int, default=2000)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     comm = None
@@ -146,9 +149,10 @@ def main() -> None:
         settings=WorkflowSettings(
             max_labels=args.max_labels,
             time_limit_s=args.time_limit,
-            retrain_size=4,
+            retrain_size=args.retrain_size,
             metrics_interval_s=1.0,
-            diversity_A=0.0,
+            diversity_A=args.diversity_A,
+            stall_duplicates=args.stall_duplicates,
             failure_window=10,
             failure_budget=0.6,
             convergence_window=args.convergence_window,

@@ -157,3 +157,33 @@ def test_same_job_in_a_single_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = summary_of(proc.stdout)
     assert summary["labels_ok"] == 6 and summary["training_rounds"] >= 1
+
+
+# Every proposal is a near-duplicate of the first label (diversity filter of 100 Å) and a
+# training round waits for 1000 labels: labelling cannot move, so the run says so.
+STALL = ["--diversity-A", "100", "--retrain-size", "1000", "--stall-duplicates", "30"]
+
+
+@pytest.mark.parametrize(
+    "ranks", [pytest.param(1, id="single"), pytest.param(6, id="mpi", marks=pytest.mark.slow)]
+)
+def test_a_run_whose_proposals_are_all_duplicates_stops_as_stalled(tmp_path, ranks):
+    run = tmp_path / "run"
+    args = [*STALL, "--max-labels", "50", "--epochs", "3"]
+    if ranks == 1:
+        cmd = [sys.executable, str(JOB), str(run), "--single", *args]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, env=job_env(), check=False
+        )
+        out = proc.stdout + proc.stderr
+    else:
+        proc = run_job(job_command(ranks, run, *args), 300)
+        out = proc.stdout
+    assert proc.returncode == 0, out[-3000:]
+    summary = summary_of(proc.stdout)
+    assert summary["stop_criterion"] == "stalled", summary["stop_reason"]
+    assert "near-duplicates of labelled structures" in summary["stop_reason"]
+    assert 1 <= summary["labels_ok"] < 50
+    assert summary["training_rounds"] >= 1  # the last round learns the labels it has
+    with LabelStore(run / "labels.h5", mode="r") as store:
+        assert store.counts()["ok"] == summary["labels_ok"]

@@ -108,8 +108,12 @@ def test_a_killed_run_resumes_from_its_store_and_generator_states(tmp_path, mode
     summary = run(mode, run_dir, "--max-labels", "12", "--resume")
     assert summary["restored"] == 2
     # A swarm that has found the minima may converge before 12 more labels (under MPI
-    # the first run gets further before the kill).
-    assert summary["stop_criterion"] in ("max_labels", "converged"), summary["stop_reason"]
+    # the first run gets further before the kill), or propose only near-duplicates of
+    # what it labelled while its round waits for 12 labels: "stalled" (once in CI the
+    # resumed run sat at 9 labels with 80,000 duplicates until the test's timeout).
+    assert summary["stop_criterion"] in ("max_labels", "converged", "stalled"), summary[
+        "stop_reason"
+    ]
     with SampleStore(store_path, mode="r") as store:
         new = summary["labels_ok"] + summary["labels_failed"] + summary["cancelled"]
         assert len(store) == before + new  # every record of the killed run is still there
