@@ -62,9 +62,14 @@ ready() {
 up() {
     install
     configure
-    pgrep -x munged >/dev/null || runuser -u munge -- munged --force 2>/dev/null || munged --force
-    pgrep -x slurmctld >/dev/null || (slurmctld -D >"$LOG/slurmctld.out" 2>&1 &)
-    pgrep -x slurmd >/dev/null || (slurmd -D >"$LOG/slurmd.out" 2>&1 &)
+    # The daemons start from /: a job step inherits slurmd's working directory, and one in
+    # a checkout that is later deleted makes every step print "Unable to get current
+    # working directory" (seen when a second clone replaced the first).
+    pgrep -x munged >/dev/null || (cd / && { runuser -u munge -- munged --force 2>/dev/null || munged --force; })
+    # (cd / || exit; cmd &): only the daemon runs in the background, with its own output,
+    # so no shell holds the caller's stdout open while it runs.
+    pgrep -x slurmctld >/dev/null || (cd / || exit; slurmctld -D >"$LOG/slurmctld.out" 2>&1 &)
+    pgrep -x slurmd >/dev/null || (cd / || exit; slurmd -D >"$LOG/slurmd.out" 2>&1 &)
     for _ in $(seq 60); do
         if ready; then
             scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
