@@ -9,9 +9,10 @@ by default; ``--system examples/hat_glycine.xyz`` for the peptide):
    the expensive oracle (PySCF UKS, ``--functional``/``--basis``): the reference barrier
    and forces on the same geometries for every method;
 3. for each expensive budget N (``--budgets``), the structures the job would pick
-   (:func:`~pal_atoms.jobs.levels.select_high`: the path's highest images, then the most
-   uncertain cheap-level structures), labelled by the expensive oracle, and three
-   committees trained on them with the same optimizer steps (``--steps``):
+   (:func:`~pal_atoms.jobs.levels.select_high`: the path's highest and first images,
+   further images, then the most uncertain cheap-level structures), labelled by the
+   expensive oracle, and three committees trained on them with the same optimizer
+   steps (``--steps``):
 
    - ``expensive only``: a fresh committee on the N expensive labels (case (a) of the
      issue; the same selected structures, so the comparison is at equal labels);

@@ -379,8 +379,9 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="an atom transfer learnt at two oracle levels (steered MD), with its barrier",
         description="Active learning on steered MD along d(donor-H) - d(acceptor-H) of every "
         "frame (--transfer or transfer=D,H,A in the frame) with the cheap --oracle; then, with "
-        "--high-oracle, --high-budget expensive labels (the path's highest images and the most "
-        "uncertain structures) and a committee at that level (fine-tuned or Δ). Reports the "
+        "--high-oracle, --high-budget expensive labels (the path's highest and first images, "
+        "further images, the most uncertain structures) and a committee at that level "
+        "(fine-tuned or Δ). Reports the "
         "barrier along the reaction path from the committee and both oracles (OUT/path.csv, "
         "path.png). Takes every option of 'pal-atoms md'; TOML keys optionally under "
         "[reaction].",

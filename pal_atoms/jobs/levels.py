@@ -1,8 +1,9 @@
 """The second oracle level of ``pal-atoms reaction``: which structures, and how to learn them.
 
 After the active-learning loop on the cheap oracle, the expensive one labels
-``high_budget`` structures that matter most for a barrier: the highest images of the
-reaction path on the cheap committee, and the stored cheap-level structures on which the
+``high_budget`` structures that matter most for a barrier: the highest image of the
+reaction path on the cheap committee and its first image (the barrier's two ends), then
+further path images and the stored cheap-level structures on which the
 committee is least certain. Its labels go to their own store (``labels_high.h5``, with the
 expensive oracle's provenance), and the committee learns that level from them in one of
 two ways (:class:`HighLevelLearning`), measured in ``bench/two_levels.py``.
@@ -46,9 +47,14 @@ def select_high(
 ) -> list[Atoms]:
     """Up to ``budget`` structures for the expensive oracle, most important first.
 
-    Half (rounded up) are path images, highest committee energy first (relative to each
-    path's first image, so paths of different systems compare); the rest are the
-    structures of ``pool`` with the largest committee ``max_force_std``.
+    Path images come first: the highest image of each path (committee energy relative to
+    the path's first image, so paths of different systems compare), then each path's
+    first image, then the other images, highest first. The first image is the barrier's
+    reference (a barrier is the highest image less the first), so with both ends of that
+    difference labelled, a Δ model on the cheap level carries the expensive barrier from
+    two labels. Path images take at least half the budget (rounded up) and at least those
+    two per path; the rest are the structures of ``pool`` with the largest committee
+    ``max_force_std``.
 
     Args:
         committee: The cheap-level committee (``predict_batch``).
@@ -63,18 +69,31 @@ def select_high(
     """
     if budget <= 0:
         return []
-    ranked = sorted(
-        ((im.info["energy"] - path[0].info["energy"], im) for path in paths for im in path),
-        key=lambda item: -item[0],
-    )
-    n_path = min(len(ranked), math.ceil(budget / 2))
-    picked = [_plain(im, "path") for _, im in ranked[:n_path]]
+    ranked = _path_order(paths)
+    n_path = min(len(ranked), budget, max(math.ceil(budget / 2), 2 * len(paths)))
+    picked = [_plain(im, "path") for im in ranked[:n_path]]
     rest = budget - n_path
     if rest > 0 and pool:
         spread = [float(r["max_force_std"]) for r in committee.predict_batch(list(pool))]
         for i in np.argsort(spread)[::-1][:rest]:
             picked.append(_plain(pool[int(i)], "uncertain"))
     return picked
+
+
+def _path_order(paths: Sequence[Sequence[Atoms]]) -> list[Atoms]:
+    """Images of ``paths``: each path's highest, each path's first, then the rest by energy."""
+    relative = [[im.info["energy"] - path[0].info["energy"] for im in path] for path in paths]
+    by_height = sorted(
+        ((e, p, i) for p, energies in enumerate(relative) for i, e in enumerate(energies)),
+        key=lambda item: -item[0],
+    )
+    highest = {p: int(np.argmax(energies)) for p, energies in enumerate(relative) if energies}
+    key = sorted(((relative[p][i], p, i) for p, i in highest.items()), key=lambda t: -t[0])
+    order = [(p, i) for _, p, i in key]
+    order += [(p, 0) for _, p, _ in key if highest[p] != 0]
+    seen = set(order)
+    order += [(p, i) for _, p, i in by_height if (p, i) not in seen]
+    return [paths[p][i] for p, i in order]
 
 
 def _plain(atoms: Atoms, source: str) -> Atoms:

@@ -6,11 +6,11 @@
    committee is unsure about on the way over the barrier.
 2. **Expensive level** (with ``--high-oracle``). The reaction path on the cheap committee
    (adiabatic mapping on the cheap oracle, :func:`~pal_atoms.dynamics.transfer_path`);
-   the expensive oracle
-   labels ``--high-budget`` structures (the path's highest images and the most uncertain
-   cheap-level ones, :func:`~pal_atoms.jobs.levels.select_high`) into ``labels_high.h5``;
-   the committee learns the expensive level by fine-tuning or a Δ model
-   (``--high-learning``) and is saved as ``committee_high``.
+   the expensive oracle labels ``--high-budget`` structures (the path's highest and
+   first images, further images, and the most uncertain cheap-level ones,
+   :func:`~pal_atoms.jobs.levels.select_high`) into ``labels_high.h5``; the committee
+   learns the expensive level by fine-tuning or a Δ model (``--high-learning``) and is
+   saved as ``committee_high``.
 3. **Report.** The path on the final committee; on the same geometries, the energies of
    the committee, of the cheap oracle and (if given) of the expensive one; the barrier of
    each (highest image less the first); labels spent per level. Written to

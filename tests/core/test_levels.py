@@ -21,12 +21,12 @@ def _image(energy: float, x: float = 0.0) -> Atoms:
     return a
 
 
-def test_half_the_budget_goes_to_the_highest_path_images_the_rest_to_the_most_uncertain():
+def test_half_the_budget_goes_to_path_images_highest_and_first_first_the_rest_to_the_uncertain():
     path = [_image(e, x=10 + i) for i, e in enumerate([0.0, 0.2, 0.5, 0.3, -0.1])]
     pool = [_image(0.0, x=s) for s in (0.1, 0.9, 0.4, 0.7)]
     picked = select_high(_Spread(), [path], pool, 5)
     assert [a.info["high_source"] for a in picked] == ["path"] * 3 + ["uncertain"] * 2
-    assert [a.positions[0, 0] for a in picked] == [12, 13, 11, 0.9, 0.7]
+    assert [a.positions[0, 0] for a in picked] == [12, 10, 13, 0.9, 0.7]
     assert all(a.calc is None and "energy" not in a.info for a in picked)
     assert picked[0].info["multiplicity"] == 1
 
@@ -36,6 +36,18 @@ def test_path_images_rank_by_energy_relative_to_their_own_reactant():
     high = [_image(e, x=5) for e in (50.0, 50.1)]  # barrier 0.1, but higher in absolute terms
     picked = select_high(_Spread(), [high, low], [], 1)
     assert picked[0].positions[0, 0] == 0.0
+
+
+def test_two_labels_are_the_two_ends_of_the_barrier_and_a_downhill_path_repeats_none():
+    path = [_image(e, x=10 + i) for i, e in enumerate([0.0, 0.2, 0.5, 0.3, -0.1])]
+    pool = [_image(0.0, x=0.9)]
+    assert [a.positions[0, 0] for a in select_high(_Spread(), [path], pool, 2)] == [12, 10]
+    downhill = [_image(e, x=10 + i) for i, e in enumerate([0.0, -0.2, -0.5])]
+    picked = select_high(_Spread(), [downhill], pool, 3)
+    assert [a.positions[0, 0] for a in picked] == [10, 11, 0.9]
+    two = [[_image(e, x=10 + i) for i, e in enumerate([0.0, 0.3, 0.1])],
+           [_image(e, x=20 + i) for i, e in enumerate([5.0, 5.6, 5.2])]]  # fmt: skip
+    assert [a.positions[0, 0] for a in select_high(_Spread(), two, [], 4)] == [21, 11, 20, 10]
 
 
 def test_a_zero_budget_picks_nothing_and_a_small_pool_gives_what_it_has():
