@@ -2,8 +2,8 @@
 
 After the active-learning loop on the cheap oracle, the expensive one labels
 ``high_budget`` structures that matter most for a barrier: the highest image of the
-reaction path on the cheap committee and its first image (the barrier's two ends), then
-further path images and the stored cheap-level structures on which the
+reaction path (energies from the cheap oracle) and its first image (the barrier's two
+ends), then further path images and the stored cheap-level structures on which the
 committee is least certain. Its labels go to their own store (``labels_high.h5``, with the
 expensive oracle's provenance), and the committee learns that level from them in one of
 two ways (:class:`HighLevelLearning`), measured in ``bench/two_levels.py``.
@@ -44,24 +44,31 @@ def select_high(
     paths: Sequence[Sequence[Atoms]],
     pool: Sequence[Atoms],
     budget: int,
+    *,
+    exclude: Sequence[Atoms] = (),
 ) -> list[Atoms]:
     """Up to ``budget`` structures for the expensive oracle, most important first.
 
-    Path images come first: the highest image of each path (committee energy relative to
-    the path's first image, so paths of different systems compare), then each path's
-    first image, then the other images, highest first. The first image is the barrier's
-    reference (a barrier is the highest image less the first), so with both ends of that
-    difference labelled, a Δ model on the cheap level carries the expensive barrier from
-    two labels. Path images take at least half the budget (rounded up) and at least those
-    two per path; the rest are the structures of ``pool`` with the largest committee
-    ``max_force_std``.
+    Path images come first: the highest image of each path (energy relative to the
+    path's first image, so paths of different systems compare), then each path's first
+    image, then the other images, highest first. The first image is the barrier's
+    reference (a barrier is the highest image less the first), so both ends of that
+    difference carry an expensive label. Path images fill
+    ``max(ceil(budget / 2), 2 * len(paths))`` of the slots (no more than there are
+    images); the rest go to the structures of ``pool`` with the largest committee
+    ``max_force_std``, and slots that the pool cannot fill go back to the remaining
+    path images.
 
     Args:
         committee: The cheap-level committee (``predict_batch``).
-        paths: Reaction paths (:func:`~pal_atoms.dynamics.transfer_path`), ``info["energy"]``
-            on the committee.
+        paths: Reaction paths (:func:`~pal_atoms.dynamics.transfer_path`) with
+            ``info["energy"]`` (eV) per image; a non-finite energy ranks lowest.
         pool: Cheap-level labelled structures (e.g. the store's ok records).
         budget: Structures to pick.
+        exclude: Structures that already have an expensive label (a resumed stage): the
+            result is the selection for ``budget`` without them (same numbers, positions
+            within 1e-8 Å), at most ``budget - len(exclude)`` structures, so a resumed
+            stage labels what the uninterrupted one would have.
 
     Returns:
         Copies of the picked structures without calculator; ``info["high_source"]`` is
@@ -77,12 +84,28 @@ def select_high(
         spread = [float(r["max_force_std"]) for r in committee.predict_batch(list(pool))]
         for i in np.argsort(spread)[::-1][:rest]:
             picked.append(_plain(pool[int(i)], "uncertain"))
-    return picked
+    # A pool smaller than its share: the other path images take the slots left.
+    picked += [_plain(im, "path") for im in ranked[n_path : n_path + budget - len(picked)]]
+    return [a for a in picked if not _seen(a, exclude)][: max(budget - len(exclude), 0)]
+
+
+def _seen(atoms: Atoms, exclude: Sequence[Atoms]) -> bool:
+    return any(
+        len(x) == len(atoms)
+        and np.array_equal(x.numbers, atoms.numbers)
+        and np.allclose(x.positions, atoms.positions, rtol=0.0, atol=1e-8)
+        for x in exclude
+    )
 
 
 def _path_order(paths: Sequence[Sequence[Atoms]]) -> list[Atoms]:
     """Images of ``paths``: each path's highest, each path's first, then the rest by energy."""
-    relative = [[im.info["energy"] - path[0].info["energy"] for im in path] for path in paths]
+
+    def height(im: Atoms, ref: Atoms) -> float:
+        e = float(im.info["energy"]) - float(ref.info["energy"])
+        return e if math.isfinite(e) else -math.inf
+
+    relative = [[height(im, path[0]) for im in path] for path in paths]
     by_height = sorted(
         ((e, p, i) for p, energies in enumerate(relative) for i, e in enumerate(energies)),
         key=lambda item: -item[0],

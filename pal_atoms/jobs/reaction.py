@@ -219,7 +219,7 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
         if labels:
             logger.info("%d expensive labels from an earlier attempt", len(labels))
         if todo > 0:
-            chosen = select_high(committee, paths, pool, todo)
+            chosen = select_high(committee, paths, pool, config.high_budget, exclude=labels)
             labels += label_high(chosen, high, store_path)
         if not labels:
             raise InputError(

@@ -32,10 +32,10 @@ def test_half_the_budget_goes_to_path_images_highest_and_first_first_the_rest_to
 
 
 def test_path_images_rank_by_energy_relative_to_their_own_reactant():
-    low = [_image(e) for e in (-100.0, -99.6)]  # barrier 0.4
-    high = [_image(e, x=5) for e in (50.0, 50.1)]  # barrier 0.1, but higher in absolute terms
+    low = [_image(e, x=i) for i, e in enumerate((-100.0, -99.6))]  # barrier 0.4
+    high = [_image(e, x=5 + i) for i, e in enumerate((50.0, 50.1))]  # barrier 0.1, higher
     picked = select_high(_Spread(), [high, low], [], 1)
-    assert picked[0].positions[0, 0] == 0.0
+    assert picked[0].positions[0, 0] == 1.0  # low's highest image, not its first
 
 
 def test_two_labels_are_the_two_ends_of_the_barrier_and_a_downhill_path_repeats_none():
@@ -54,6 +54,27 @@ def test_a_zero_budget_picks_nothing_and_a_small_pool_gives_what_it_has():
     path = [_image(0.0), _image(0.1)]
     assert select_high(_Spread(), [path], [], 0) == []
     assert len(select_high(_Spread(), [path], [_image(0.0, x=1)], 10)) == 3
+
+
+def test_slots_the_pool_cannot_fill_go_back_to_the_path_and_odd_paths_are_harmless():
+    path = [_image(e, x=10 + i) for i, e in enumerate([0.0, 0.2, 0.5, 0.3, -0.1, 0.1])]
+    picked = select_high(_Spread(), [path, [], [_image(1.0, x=30)]], [_image(0.0, x=0.9)], 6)
+    # Half and 2 per path give 6 path slots; 5 of them fit the budget before the pool.
+    assert [a.positions[0, 0] for a in picked] == [12, 30, 10, 13, 11, 15]
+    picked = select_high(_Spread(), [path], [_image(0.0, x=0.9)], 6)
+    assert [a.positions[0, 0] for a in picked] == [12, 10, 13, 0.9, 11, 15]
+    broken = [_image(0.0, x=40), _image(float("nan"), x=41), _image(0.3, x=42)]
+    assert [a.positions[0, 0] for a in select_high(_Spread(), [broken], [], 3)] == [42, 40, 41]
+
+
+def test_a_resumed_stage_never_picks_a_structure_that_already_has_an_expensive_label():
+    path = [_image(e, x=10 + i) for i, e in enumerate([0.0, 0.2, 0.5, 0.3])]
+    pool = [_image(0.0, x=s) for s in (0.1, 0.9)]
+    whole = select_high(_Spread(), [path], pool, 4)
+    first = select_high(_Spread(), [path], pool, 4)[:2]  # the stage stopped after two labels
+    rest = select_high(_Spread(), [path], pool, 4, exclude=first)
+    assert [a.positions[0, 0] for a in first + rest] == [a.positions[0, 0] for a in whole]
+    assert [a.positions[0, 0] for a in whole] == [12, 10, 0.9, 0.1]
 
 
 def test_the_learning_modes_are_named_as_on_the_command_line():
