@@ -1,7 +1,8 @@
 """Oracles: reference methods (xTB, PySCF, Turbomole, any ASE calculator) with failures.
 
 PySCF labels ground states (:class:`PySCF`) and TDA/TDDFT excited states
-(:class:`PySCFExcited`).
+(:class:`PySCFExcited`); so does Turbomole (:class:`Turbomole`,
+:class:`TurbomoleExcited`, where the programs are installed).
 
 Each oracle is an ASE calculator (``atoms.calc = XTB()``) that also reports a ``name``,
 a ``method`` and a JSON ``settings`` dict (hashed into each label's provenance), checks a
@@ -22,6 +23,7 @@ from pal_atoms.oracles.pyscf_dft import PySCF, PySCFSettings, gpu_available
 from pal_atoms.oracles.pyscf_excited import PySCFExcited, PySCFExcitedSettings
 from pal_atoms.oracles.registry import ORACLES, make_oracle
 from pal_atoms.oracles.turbomole import Turbomole, TurbomoleSettings
+from pal_atoms.oracles.turbomole_excited import TurbomoleExcited, TurbomoleExcitedSettings
 from pal_atoms.oracles.worker import OracleWorker, shared_worker
 from pal_atoms.oracles.wrap import Wrapped, WrappedSettings
 from pal_atoms.oracles.xtb import XTB, XTBPython, XTBSettings
@@ -39,6 +41,8 @@ __all__ = [
     "RetryPolicy",
     "SCFNotConverged",
     "Turbomole",
+    "TurbomoleExcited",
+    "TurbomoleExcitedSettings",
     "TurbomoleSettings",
     "Wrapped",
     "WrappedSettings",

@@ -29,7 +29,7 @@ recorded ``unconverged``, never stored as data.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -108,6 +108,9 @@ class PySCFExcitedSettings(PySCFSettings):
             )
 
 
+_GROUND_FIELDS = frozenset(f.name for f in fields(PySCFSettings))
+
+
 class PySCFExcited(PySCF):
     """Singlet excited states S0..S(n-1) by TDA/TDDFT in PySCF (module docstring).
 
@@ -134,6 +137,11 @@ class PySCFExcited(PySCF):
     def n_states(self) -> int:
         """States labelled, S0 included."""
         return int(self.config.n_states)
+
+    def ground_state(self) -> PySCF:
+        """The ground-state oracle of the same functional, basis, grid and SCF settings."""
+        base = {name: getattr(self.config, name) for name in _GROUND_FIELDS}
+        return PySCF(PySCFSettings(**base))
 
     def check(self, atoms: Atoms) -> None:
         """:meth:`PySCF.check`, plus: closed-shell singlets only."""

@@ -8,11 +8,12 @@ from pal_atoms.oracles.base import Oracle
 from pal_atoms.oracles.pyscf_dft import PySCF
 from pal_atoms.oracles.pyscf_excited import PySCFExcited
 from pal_atoms.oracles.turbomole import Turbomole
+from pal_atoms.oracles.turbomole_excited import TurbomoleExcited
 from pal_atoms.oracles.xtb import XTB, XTBPython
 
 from pal_atoms.core.errors import ConfigError
 
-__all__ = ["ORACLES", "make_oracle"]
+__all__ = ["EXCITED", "ORACLES", "make_oracle"]
 
 #: Oracle classes by name.
 ORACLES: dict[str, type[Oracle]] = {
@@ -21,7 +22,11 @@ ORACLES: dict[str, type[Oracle]] = {
     PySCF.name: PySCF,
     PySCFExcited.name: PySCFExcited,
     Turbomole.name: Turbomole,
+    TurbomoleExcited.name: TurbomoleExcited,
 }
+
+#: Oracles that label several electronic states (``state_energies``, ``state_forces``).
+EXCITED = (PySCFExcited.name, TurbomoleExcited.name)
 
 
 def make_oracle(name: str, **settings: Any) -> Oracle:
@@ -29,7 +34,7 @@ def make_oracle(name: str, **settings: Any) -> Oracle:
 
     Args:
         name: ``"xtb"`` (tblite), ``"xtb-python"``, ``"pyscf"``, ``"pyscf-excited"``
-            (TDA/TDDFT states) or ``"turbomole"``.
+            (TDA/TDDFT states), ``"turbomole"`` or ``"turbomole-excited"``.
         **settings: Fields of that oracle's settings dataclass; ``oracle.settings`` of an
             existing oracle (or ``label.settings``) rebuilds an equivalent one.
 

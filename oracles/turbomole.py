@@ -169,6 +169,8 @@ class Turbomole(Oracle):
                         f"Turbomole SCF not converged in {self.config.scf_iterations} iterations"
                     )
                 forces = np.array(calc.get_forces(work), dtype=float)
+                results = {"energy": float(energy), "forces": forces}
+                results.update(self._after_ground_state(work, results))
         except SCFNotConverged as exc:
             raise SCFNotConverged(f"{exc} (files kept in {workdir})") from exc
         except Exception as exc:  # ASE raises RuntimeError/OSError, parsers anything
@@ -176,4 +178,16 @@ class Turbomole(Oracle):
             kind = SCFNotConverged if "converge" in text.lower() else OracleError
             raise kind(f"Turbomole: {text} (files kept in {workdir})") from exc
         shutil.rmtree(workdir, ignore_errors=True)
-        return {"energy": float(energy), "forces": forces}
+        return results
+
+    def _after_ground_state(self, atoms: Atoms, ground: dict[str, Any]) -> dict[str, Any]:
+        """Further results computed in the label's directory after the ground state.
+
+        Args:
+            atoms: The structure, its calculator the finished ASE Turbomole run.
+            ground: ``energy`` (eV) and ``forces`` (eV/Å) of the ground state.
+
+        Returns:
+            Extra result keys (none for the ground-state oracle).
+        """
+        return {}

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pal_atoms.core.errors import ConfigError
+from pal_atoms.oracles.registry import EXCITED
 from pal_atoms.oracles.registry import ORACLES as ORACLE_REGISTRY
 from pal_atoms.workflow.settings import WorkflowSettings
 
 __all__ = ["MODELS", "ORACLES", "TRAINING", "JobConfig", "MDRunConfig"]
 
-#: ``--oracle`` names: the oracle registry's, less the excited-state oracle, whose
+#: ``--oracle`` names: the oracle registry's, less the excited-state oracles, whose
 #: per-state labels the md job does not use yet (it would compute and drop them).
-ORACLES = tuple(name for name in ORACLE_REGISTRY if name != "pyscf-excited")
+ORACLES = tuple(name for name in ORACLE_REGISTRY if name not in EXCITED)
 #: ``--model`` names: the built-in backends (their registry imports torch, so the names
 #: are listed here; a test holds them equal).
 MODELS = ("mace", "schnet")

@@ -17,7 +17,6 @@ population of each state averaged over the trajectories that ran to their end) a
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -97,7 +96,9 @@ class SHRunConfig(JobConfig):
     @classmethod
     def allowed_oracles(cls) -> tuple[str, ...]:
         """Oracles that label several states."""
-        return ("pyscf-excited",)
+        from pal_atoms.oracles.registry import EXCITED
+
+        return EXCITED
 
     @property
     def n_states(self) -> int:
@@ -130,15 +131,6 @@ class SHRunConfig(JobConfig):
         )
 
 
-def _ground_state_oracle(oracle: Any) -> Any:
-    """The excited-state oracle's ground state alone (same functional, basis, grid)."""
-    from pal_atoms.oracles import make_oracle
-    from pal_atoms.oracles.registry import ORACLES
-
-    known = {f.name for f in dataclasses.fields(ORACLES["pyscf"].settings_type)}
-    return make_oracle("pyscf", **{k: v for k, v in oracle.settings.items() if k in known})
-
-
 def normal_modes(config: SHRunConfig, oracle: Any) -> Any:
     """Normal modes of the first frame's ground-state minimum (cached in the run folder).
 
@@ -155,7 +147,7 @@ def normal_modes(config: SHRunConfig, oracle: Any) -> Any:
     from ase.optimize import BFGS
 
     frame = load_frames(config, None)[0]
-    ground = _ground_state_oracle(oracle)
+    ground = oracle.ground_state()  # same functional, basis and grid
     work = frame.copy()
     work.calc = ground
     logger.info("relaxing frame 0 on the ground state (%s)", ground.method)

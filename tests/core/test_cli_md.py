@@ -213,7 +213,7 @@ def test_method_and_basis_reach_every_oracle_family():
     from pal_atoms.jobs.setup import oracle_settings
 
     assert oracle_settings("xtb", "GFN1-xTB", None) == {"method": "GFN1-xTB"}
-    for name in ("pyscf", "pyscf-excited", "turbomole"):
+    for name in ("pyscf", "pyscf-excited", "turbomole", "turbomole-excited"):
         settings = oracle_settings(name, "PBE0", "def2-SVP")
         assert settings == {"functional": "PBE0", "basis": "def2-SVP"}
         oracle = make_oracle(name, **settings)

@@ -90,6 +90,7 @@ def test_short_sh_run_under_mpi(tmp_path, capfd):
         (["--initial-state", "3"], "initial_state must lie in 0..2"),
         (["--oracle", "xtb"], "invalid choice"),
         (["--duration-fs", "0.5"], "at least 3 time steps"),
+        (["--oracle", "turbomole-excited", "--np", "1"], "not found on PATH"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, extra, match):
