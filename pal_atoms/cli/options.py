@@ -39,6 +39,12 @@ JOB_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--max-labels", {"type": int}, "stop after this many new oracle labels"),
     ("--time-limit", {"type": float, "dest": "time_limit_s"}, "wall-time limit in s"),
     (
+        "--train-after-max-labels",
+        {"action": "store_true"},
+        "continuous training: at --max-labels stop labelling, not the run; train on until "
+        "the validation error plateaus or --time-limit",
+    ),
+    (
         "--training",
         {"metavar": "{continuous,rounds}"},
         "continuous (train without stopping, calibrated spread) or rounds",

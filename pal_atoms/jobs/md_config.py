@@ -55,6 +55,8 @@ class JobConfig:
         max_labels: Cap on ok labels from the active-learning loop (a limit; the normal
             end is convergence).
         time_limit_s: Wall-time limit of the active-learning loop in s.
+        train_after_max_labels: With continuous training, ``max_labels`` stops labelling,
+            not the loop: training goes on until its validation plateau or the time limit.
         training: ``"continuous"`` (train without stopping, publish improved weights,
             calibrate the spread) or ``"rounds"`` (retrain every ``retrain_size`` labels
             for ``train_steps`` steps; the spread stays raw).
@@ -113,6 +115,7 @@ class JobConfig:
     timestep_fs: float = 2.0
     max_labels: int = 400
     time_limit_s: float | None = 360.0
+    train_after_max_labels: bool = False
     training: str = "continuous"
     target_force_error: float = 0.15
     lower: float | None = None
@@ -208,6 +211,7 @@ class JobConfig:
         return WorkflowSettings(
             max_labels=self.max_labels,
             time_limit_s=self.time_limit_s,
+            train_after_max_labels=bool(self.train_after_max_labels),
             retrain_size=self.retrain_size,
             convergence_window=self.convergence_window,
             convergence_fraction=self.convergence_fraction,

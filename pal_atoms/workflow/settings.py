@@ -17,6 +17,11 @@ class WorkflowSettings:
 
     Args:
         max_labels: Stop after this many ``ok`` labels were stored in this run.
+        train_after_max_labels: With a continuous trainer, reaching ``max_labels`` stops
+            labelling but not the run: the generators are held and training goes on, on
+            every core, until every trainer's validation error plateaus (see
+            ``require_training_plateau``) or another limit ends the run. A label budget
+            then buys a trained potential rather than one caught mid-training.
         max_steps: Stop after this many generator steps in all (``None``: no limit).
         time_limit_s: Stop after this wall time in s (``None``: no limit).
         retrain_size: New ``ok`` labels that start a training round.
@@ -70,6 +75,7 @@ class WorkflowSettings:
     """
 
     max_labels: int = 100
+    train_after_max_labels: bool = False
     max_steps: int | None = None
     time_limit_s: float | None = None
     retrain_size: int = 8

@@ -101,6 +101,7 @@ class RunState(TrainingState):
         self._recent_failures: deque[bool] = deque(maxlen=self.settings.failure_window)
         self._labels_since_training = 0
         self.labelling = True
+        self.budget_spent = False  #: max_labels reached, training goes on (see settings)
         self._signal: str | None = None
         self._max_force_std = 0.0
         #: Continuous training (a trainer with ``train_steps``) rather than rounds.
@@ -254,7 +255,7 @@ class RunState(TrainingState):
         if self._signal:
             raise StopRun(f"received {self._signal}", StopCriterion.SIGNAL)
         if self.summary.labels_ok >= s.max_labels:
-            raise StopRun(f"reached max_labels={s.max_labels}", StopCriterion.MAX_LABELS)
+            self._check_budget()
         steps = max(self.summary.generator_steps, self.summary.predictions)
         if s.max_steps is not None and steps >= s.max_steps:
             raise StopRun(f"reached max_steps={s.max_steps}", StopCriterion.MAX_STEPS)

@@ -32,6 +32,8 @@ class Summary:
             value).
         publishes: Weight publishes that reached the prediction side (continuous training).
         training_steps: Optimizer steps of the continuous trainers.
+        training_steps_at_max_labels: ``training_steps`` when ``max_labels`` was reached
+            and training went on (``train_after_max_labels``; ``None``: it did not).
         training_labels: Labels (training plus validation) the continuous trainers held at
             their latest report (the smallest over trainers).
         calibration: Latest calibration of the force spread (``ForceCalibration.as_dict``).
@@ -55,6 +57,7 @@ class Summary:
     stop_criterion: str = ""
     publishes: int = 0
     training_steps: int = 0
+    training_steps_at_max_labels: int | None = None
     training_labels: int = 0
     calibration: dict[str, Any] | None = None
     wall_time_s: float = 0.0

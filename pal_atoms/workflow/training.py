@@ -39,6 +39,7 @@ class TrainingState:
     stream: Any
     continuous: bool
     labelling: bool
+    budget_spent: bool
     selection: Any
     run_dir: Path | None
     test_set: list[Atoms]
@@ -66,6 +67,22 @@ class TrainingState:
         # Steps per trainer (each trains its own members): the committee's progress.
         steps = sum(int(s["step"]) for s in states) / max(1, len(states))
         return self.dispatched < self.settings.label_burst + steps / per
+
+    def _check_budget(self) -> None:
+        """``max_labels`` is reached: stop, or (``train_after_max_labels``) train on first."""
+        s = self.settings
+        if not (s.train_after_max_labels and self.continuous) or self.training_plateaued():
+            then = ", then training plateaued" if self.budget_spent else ""
+            raise StopRun(f"reached max_labels={s.max_labels}{then}", StopCriterion.MAX_LABELS)
+        if not self.budget_spent:
+            logger.info(
+                "reached max_labels=%d: labelling stops, generators wait, training goes on "
+                "until its validation error plateaus or another limit",
+                s.max_labels,
+            )
+            self.budget_spent = True
+            self.summary.training_steps_at_max_labels = self.summary.training_steps
+            self.labelling = False  # what is queued stays, and is cancelled at the end
 
     def check_stalled(self) -> None:
         """Raise :class:`StopRun` (``stalled``) when labelling can no longer move (rounds).
@@ -104,7 +121,13 @@ class TrainingState:
         return self.queue.pop()
 
     def over_prediction_cap(self, elapsed_s: float) -> bool:
-        """Whether the generators are ahead of ``max_predictions_per_s`` (both transports)."""
+        """Whether the generators are ahead of ``max_predictions_per_s`` (both transports).
+
+        Always once the label budget is spent (``budget_spent``): generators wait while
+        training has the cores.
+        """
+        if self.budget_spent:
+            return True
         cap = self.settings.max_predictions_per_s
         return cap is not None and self.summary.predictions >= cap * max(elapsed_s, 1e-9)
 
@@ -158,7 +181,7 @@ class TrainingState:
 
     def _idle(self, elapsed_s: float) -> None:
         """Generators are ahead of their cap: train a chunk instead (or wait a little)."""
-        if self.continuous and self.labelling and self.stream.n_train:
+        if self.continuous and (self.labelling or self.budget_spent) and self.stream.n_train:
             self._share_training(elapsed_s, force=True)
         else:
             time.sleep(0.01)
@@ -192,7 +215,8 @@ class TrainingState:
         )
         self._timings["prediction"] += time.perf_counter() - t0
         self.note_publish(info)
-        self.rescore_queue()
+        if self.labelling:  # once it stopped, nothing queued goes to an oracle
+            self.rescore_queue()
 
     def rescore_queue(self) -> None:
         """Re-rank the queue with the serving committee (one process; guarded).

@@ -84,6 +84,7 @@ def main() -> None:
     p.add_argument("--diversity-A", type=float, default=0.0)
     p.add_argument("--retrain-size", type=int, default=4)
     p.add_argument("--stall-duplicates", type=int, default=2000)
+    p.add_argument("--train-after-max-labels", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     comm = None
@@ -148,6 +149,7 @@ def main() -> None:
         selection=TrustWindow(key="energy_std", lower=args.lower, upper=max(5.0, args.lower)),
         settings=WorkflowSettings(
             max_labels=args.max_labels,
+            train_after_max_labels=args.train_after_max_labels,
             time_limit_s=args.time_limit,
             retrain_size=args.retrain_size,
             metrics_interval_s=1.0,

@@ -71,6 +71,21 @@ def test_labels_reach_training_without_rounds_and_published_weights_serve(mode, 
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_spent_label_budget_stops_labelling_and_training_goes_on_to_its_plateau(mode, tmp_path):
+    run = tmp_path / "run"
+    summary = _run(
+        mode, run, "--continuous", "--bootstrap", "6", "--max-labels", "10",
+        "--train-after-max-labels", "--plateau-tolerance", "0.05", "--time-limit", "300",
+    )  # fmt: skip
+    assert summary["stop_criterion"] == "max_labels", summary["stop_reason"]
+    assert "then training plateaued" in summary["stop_reason"]
+    slack = 0 if mode == "single" else 2  # labels already on their way still count
+    assert 10 <= summary["labels_ok"] <= 10 + slack
+    # Training went on after the budget was spent.
+    assert summary["training_steps"] > summary["training_steps_at_max_labels"] > 0, summary
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_convergence_stop_ends_the_run(mode, tmp_path):
     # Everything is trusted (lower bound far above any spread), so the uncertain fraction
     # is 0 once the window is full; the run then ends as soon as training plateaus.

@@ -87,7 +87,7 @@ def test_the_last_cycle_of_a_gradient_file_gives_energy_and_forces(tmp_path):
     energy, forces = last_gradient(path, 2)
     assert energy == pytest.approx(-113.8 * Hartree)
     np.testing.assert_allclose(forces, np.array([[0, -0.2, 0], [0, 0.2, 0]]) * Hartree / Bohr)
-    with pytest.raises(OracleError, match="unreadable last cycle|no gradient of 3 atoms"):
+    with pytest.raises(OracleError, match=r"unreadable last cycle|no gradient of 3 atoms"):
         last_gradient(path, 3)
     with pytest.raises(OracleError, match="cannot be read"):
         last_gradient(tmp_path / "missing", 2)

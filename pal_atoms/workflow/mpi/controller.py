@@ -260,7 +260,8 @@ class MPIController:
             self.al.save_generator_states(self.generator_states)
 
     def _rescore(self) -> None:
-        if not self.free_pred or not self.al.queue:
+        # Nothing more goes to an oracle once labelling stopped: no queue to re-rank.
+        if not self.free_pred or not self.al.queue or not self.al.labelling:
             return
         p = self.free_pred.popleft()
         cands = list(self.al.queue)
