@@ -29,16 +29,17 @@ recorded ``unconverged``, never stored as data.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
-from pal_atoms.oracles.base import SCFNotConverged, as_int_or_none
+from pal_atoms.oracles.base import Oracle, SCFNotConverged, as_int_or_none
+from pal_atoms.oracles.excited import ExcitedStates, check_states
 from pal_atoms.oracles.pyscf_dft import PySCF, PySCFSettings
 
-from pal_atoms.core.errors import ConfigError, OracleError, StructureError
+from pal_atoms.core.errors import ConfigError, OracleError
 
 __all__ = ["EXCITED_PROPERTIES", "PySCFExcited", "PySCFExcitedSettings"]
 
@@ -80,11 +81,7 @@ class PySCFExcitedSettings(PySCFSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        n = as_int_or_none("n_states", self.n_states)
-        if n is None or n < 2:
-            raise ConfigError(f"n_states must be an integer >= 2 (S0 and S1), got {self.n_states}")
-        if self.excitation not in ("tda", "tddft"):
-            raise ConfigError(f"excitation must be 'tda' or 'tddft', got {self.excitation!r}")
+        check_states(self)
         if self.density_fit:
             raise ConfigError(
                 "density_fit must be False for excited states: PySCF has no density-fitted "
@@ -108,10 +105,7 @@ class PySCFExcitedSettings(PySCFSettings):
             )
 
 
-_GROUND_FIELDS = frozenset(f.name for f in fields(PySCFSettings))
-
-
-class PySCFExcited(PySCF):
+class PySCFExcited(ExcitedStates, PySCF):
     """Singlet excited states S0..S(n-1) by TDA/TDDFT in PySCF (module docstring).
 
     Args:
@@ -124,6 +118,7 @@ class PySCFExcited(PySCF):
     """
 
     name = "pyscf-excited"
+    ground_type: ClassVar[type[Oracle]] = PySCF
     settings_type: ClassVar[type] = PySCFExcitedSettings
     implemented_properties = ("energy", "free_energy", "forces", *EXCITED_PROPERTIES)  # type: ignore[assignment]
     config: PySCFExcitedSettings
@@ -132,33 +127,6 @@ class PySCFExcited(PySCF):
     def method(self) -> str:
         """``"TDA-B3LYP/6-31G*"`` or ``"TDDFT-..."``."""
         return f"{self.config.excitation.upper()}-{self.config.functional}/{self.config.basis}"
-
-    @property
-    def n_states(self) -> int:
-        """States labelled, S0 included."""
-        return int(self.config.n_states)
-
-    def ground_state(self) -> PySCF:
-        """The ground-state oracle of the same functional, basis, grid and SCF settings."""
-        base = {name: getattr(self.config, name) for name in _GROUND_FIELDS}
-        return PySCF(PySCFSettings(**base))
-
-    def check(self, atoms: Atoms) -> None:
-        """:meth:`PySCF.check`, plus: closed-shell singlets only."""
-        super().check(atoms)
-        _, multiplicity = self.charge_and_multiplicity(atoms)
-        if multiplicity != 1:
-            raise StructureError(
-                f"oracle {self.name!r} labels closed-shell singlets (RKS reference), "
-                f"got multiplicity {multiplicity}"
-            )
-
-    def describe(self, atoms: Atoms) -> dict[str, Any]:
-        """:meth:`PySCF.describe`, plus the states and the excited-state method."""
-        info = super().describe(atoms)
-        info["n_states"] = self.n_states
-        info["excitation"] = self.config.excitation
-        return info
 
     def _compute(self, atoms: Atoms, *, want_stress: bool) -> dict[str, Any]:
         mf, ground = self._ground_state(atoms)

@@ -21,17 +21,18 @@ not converge); the directory is kept and named in the error, as for the ground s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
-from pal_atoms.oracles.base import SCFNotConverged, as_int_or_none
+from pal_atoms.oracles.base import Oracle, SCFNotConverged
+from pal_atoms.oracles.excited import ExcitedStates, check_states
 from pal_atoms.oracles.turbomole import Turbomole, TurbomoleSettings
 
-from pal_atoms.core.errors import ConfigError, OracleError, StructureError
+from pal_atoms.core.errors import ConfigError, OracleError
 
 __all__ = [
     "TurbomoleExcited",
@@ -68,11 +69,7 @@ class TurbomoleExcitedSettings(TurbomoleSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        n = as_int_or_none("n_states", self.n_states)
-        if n is None or n < 2:
-            raise ConfigError(f"n_states must be an integer >= 2 (S0 and S1), got {self.n_states}")
-        if self.excitation not in ("tda", "tddft"):
-            raise ConfigError(f"excitation must be 'tda' or 'tddft', got {self.excitation!r}")
+        check_states(self)
         if self.multiplicity not in (None, 1):
             raise ConfigError(
                 f"excited states need a closed-shell singlet (multiplicity 1), "
@@ -85,10 +82,7 @@ class TurbomoleExcitedSettings(TurbomoleSettings):
         return (*super().executables, "egrad")
 
 
-_GROUND_FIELDS = frozenset(f.name for f in fields(TurbomoleSettings))
-
-
-class TurbomoleExcited(Turbomole):
+class TurbomoleExcited(ExcitedStates, Turbomole):
     """Singlet excited states S0..S(n-1) by TDA/TDDFT in Turbomole (module docstring).
 
     Args:
@@ -102,6 +96,7 @@ class TurbomoleExcited(Turbomole):
     """
 
     name = "turbomole-excited"
+    ground_type: ClassVar[type[Oracle]] = Turbomole
     settings_type: ClassVar[type] = TurbomoleExcitedSettings
     implemented_properties = (  # type: ignore[assignment]
         "energy",
@@ -117,33 +112,6 @@ class TurbomoleExcited(Turbomole):
     def method(self) -> str:
         """``"TDA-b3-lyp/6-31G* (RI)"`` or ``"TDDFT-..."``."""
         return f"{self.config.excitation.upper()}-{super().method}"
-
-    @property
-    def n_states(self) -> int:
-        """States labelled, S0 included."""
-        return int(self.config.n_states)
-
-    def ground_state(self) -> Turbomole:
-        """The ground-state oracle of the same functional, basis and SCF settings."""
-        base = {name: getattr(self.config, name) for name in _GROUND_FIELDS}
-        return Turbomole(TurbomoleSettings(**base))
-
-    def check(self, atoms: Atoms) -> None:
-        """:meth:`Turbomole.check`, plus: closed-shell singlets only."""
-        super().check(atoms)
-        _, multiplicity = self.charge_and_multiplicity(atoms)
-        if multiplicity != 1:
-            raise StructureError(
-                f"oracle {self.name!r} labels closed-shell singlets (RKS reference), "
-                f"got multiplicity {multiplicity}"
-            )
-
-    def describe(self, atoms: Atoms) -> dict[str, Any]:
-        """:meth:`Turbomole.describe`, plus the states and the excited-state method."""
-        info = super().describe(atoms)
-        info["n_states"] = self.n_states
-        info["excitation"] = self.config.excitation
-        return info
 
     def ase_parameters(self, atoms: Atoms) -> dict[str, Any]:
         """:meth:`Turbomole.ase_parameters` with the tight ground-state convergence."""
