@@ -88,12 +88,30 @@ class DeltaCalculator(Calculator):
         """Evaluate the base and the committee on ``atoms`` and add them."""
         super().calculate(atoms, properties, system_changes)
         assert self.atoms is not None
-        e_cheap, f_cheap = _cheap(self.atoms, self.base)
         work = self.atoms.copy()
         work.info = dict(self.atoms.info)
         work.calc = self.committee
         work.get_forces()
-        delta: dict[str, Any] = dict(self.committee.results)
+        self.results = self._add_base(self.atoms, dict(self.committee.results))
+
+    def predict_batch(self, structures: Sequence[Atoms]) -> list[dict[str, Any]]:
+        """The sums for many structures: the committee batched, the base one by one.
+
+        Args:
+            structures: Structures; not modified.
+
+        Returns:
+            One dict per structure with the keys of :meth:`calculate`.
+
+        Raises:
+            AttributeError: the committee has no ``predict_batch``.
+        """
+        preds = self.committee.predict_batch(list(structures))  # type: ignore[attr-defined]
+        return [self._add_base(a, dict(p)) for a, p in zip(structures, preds, strict=True)]
+
+    def _add_base(self, atoms: Atoms, delta: dict[str, Any]) -> dict[str, Any]:
+        """The committee's correction plus the base on ``atoms`` (energies eV, forces eV/Å)."""
+        e_cheap, f_cheap = _cheap(atoms, self.base)
         results = dict(delta)
         results["energy"] = e_cheap + float(delta["energy"])
         results["free_energy"] = results["energy"]
@@ -103,4 +121,4 @@ class DeltaCalculator(Calculator):
             results["energy_comm"] = e_cheap + np.asarray(delta["energy_comm"])
         if "forces_comm" in delta:
             results["forces_comm"] = f_cheap[None] + np.asarray(delta["forces_comm"])
-        self.results = results
+        return results

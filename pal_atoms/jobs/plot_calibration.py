@@ -27,18 +27,17 @@ def calibration_report(committee: Any, frames: Sequence[Atoms]) -> dict[str, Any
         frames: Labelled structures (``get_forces()`` is the reference).
 
     Returns:
-        ``rmse_over_std`` (observed RMS error over RMS calibrated spread, per atom; 1 is
-        calibrated), ``miscalibration_area``, ``spearman_max_force_std`` (rank correlation
-        of each frame's ``max_force_std`` with its largest atomic force error), and the
-        binned ``expected``/``observed`` RMS errors in eV/Å.
+        ``force_mae`` (mean absolute force-component error, eV/Å), ``rmse_over_std``
+        (observed RMS error over RMS calibrated spread, per atom; 1 is calibrated),
+        ``miscalibration_area``, ``spearman_max_force_std`` (rank correlation of each
+        frame's ``max_force_std`` with its largest atomic force error), and the binned
+        ``expected``/``observed`` RMS errors in eV/Å.
     """
     from pal_atoms.calculators.calibration import calibration_curve
 
     preds = committee.predict_batch(list(frames))
-    errs = [
-        np.linalg.norm(np.asarray(p["forces"]) - a.get_forces(), axis=-1)
-        for p, a in zip(preds, frames, strict=True)
-    ]
+    diffs = [np.asarray(p["forces"]) - a.get_forces() for p, a in zip(preds, frames, strict=True)]
+    errs = [np.linalg.norm(d, axis=-1) for d in diffs]
     err = np.concatenate(errs)
     std = np.concatenate([np.asarray(p["forces_std"], dtype=float) for p in preds])
     expected, observed, counts, area = calibration_curve(err, std)
@@ -46,6 +45,7 @@ def calibration_report(committee: Any, frames: Sequence[Atoms]) -> dict[str, Any
     max_err = np.array([float(e.max()) for e in errs])
     return {
         "frames": len(frames),
+        "force_mae": float(np.mean(np.concatenate([np.abs(d).ravel() for d in diffs]))),
         "rmse_over_std": float(np.sqrt(np.mean(err**2)) / max(np.sqrt(np.mean(std**2)), 1e-12)),
         "miscalibration_area": area,
         "spearman_max_force_std": _spearman(max_std, max_err),

@@ -250,7 +250,9 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
         transfer_path(final, f, cv, settings=settings, start=p)
         for f, cv, p in zip(frames, cvs, paths, strict=True)
     ]
-    result["paths"] = [_evaluate(path, cheap_oracle, high) for path in paths]
+    evaluated = [_evaluate(path, cheap_oracle, high) for path in paths]
+    result["paths"] = [row for row, _ in evaluated]
+    result["path_check"] = _path_check(final, [a for _, refs in evaluated for a in refs], high)
     _write(config, paths, result["paths"])
     for i, row in enumerate(result["paths"]):
         logger.info("path %d barrier: %s", i, _barrier_text(row))
@@ -273,27 +275,38 @@ def _name(oracle: Any) -> str:
     return f"{oracle.name} ({oracle.method})"
 
 
-def _energy(atoms: Atoms, oracle: Any) -> float | None:
-    """The oracle's energy of ``atoms`` in eV; ``None`` where it fails (recorded, logged)."""
+def _labelled(atoms: Atoms, oracle: Any) -> Atoms | None:
+    """The oracle's label of ``atoms``; ``None`` where it fails (logged)."""
     from pal_atoms.oracles import label
 
     lab = label(atoms, oracle)
     if not lab.ok or lab.energy is None:
         logger.warning("%s failed on a path image: %s", _name(oracle), lab.error)
         return None
-    return float(lab.energy)
+    return lab.to_atoms()
 
 
-def _evaluate(path: list[Atoms], cheap: Any, high: Any | None) -> dict[str, Any]:
-    """Energies along one path (relative to its first image) and the barriers, eV."""
+def _evaluate(
+    path: list[Atoms], cheap: Any, high: Any | None
+) -> tuple[dict[str, Any], list[Atoms]]:
+    """Energies along one path (relative to its first image) and the barriers, eV.
+
+    Returns:
+        The row of ``summary.json``, and the reference level's labels of the images
+        (the expensive level's if there is one), for :func:`_path_check`.
+    """
     from pal_atoms.dynamics import barrier
 
+    labels = {"cheap": [_labelled(im, cheap) for im in path]}
+    if high is not None:
+        labels["high"] = [_labelled(im, high) for im in path]
     levels: dict[str, list[float | None]] = {
         "committee": [float(im.info["energy"]) for im in path],
-        "cheap": [_energy(im, cheap) for im in path],
+        **{
+            name: [None if a is None else float(a.get_potential_energy()) for a in labs]
+            for name, labs in labels.items()
+        },
     }
-    if high is not None:
-        levels["high"] = [_energy(im, high) for im in path]
     row: dict[str, Any] = {"cv_A": [float(im.info["cv"]) for im in path]}
     for name, energies in levels.items():
         if any(e is None for e in energies):
@@ -306,7 +319,29 @@ def _evaluate(path: list[Atoms], cheap: Any, high: Any | None) -> dict[str, Any]
     ref = row.get("high_barrier_eV") if high is not None else row.get("cheap_barrier_eV")
     if ref is not None and row["committee_barrier_eV"] is not None:
         row["committee_barrier_error_eV"] = row["committee_barrier_eV"] - ref
-    return row
+    return row, [a for a in labels["high" if high is not None else "cheap"] if a is not None]
+
+
+def _path_check(final: Any, refs: list[Atoms], high: Any | None) -> dict[str, Any] | None:
+    """The final committee against the reference level on the final path's images.
+
+    These images are the final committee's own path, found after its training, so they
+    are held out: force MAE, calibration (observed RMSE over the predicted spread) and
+    Spearman of ``max_force_std`` against the largest error, as for ``pal-atoms md``'s
+    held-out frames. ``None`` without a labelled image.
+    """
+    from pal_atoms.jobs.plot_calibration import calibration_report
+
+    if not refs:
+        return None
+    report = calibration_report(final, refs)
+    report["level"] = "high" if high is not None else "cheap"
+    logger.info(
+        "final committee on %d path images against the %s level: force MAE %.3f eV/Å, "
+        "RMSE/spread %.2f",
+        len(refs), report["level"], report["force_mae"], report["rmse_over_std"],
+    )  # fmt: skip
+    return report
 
 
 def _barrier_text(row: dict[str, Any]) -> str:

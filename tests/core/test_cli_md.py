@@ -199,6 +199,10 @@ def test_short_md_run_produces_a_complete_run_directory(tmp_path, capsys):
     assert systems == {"Bi4(0)", "Bi5(-1)"}
     assert all(c["nve_steps"] > 0 for c in summary["final_check"]["systems"])
     assert 0 < summary["test_calibration"]["rmse_over_std"] < float("inf")
+    # The calibration report's MAE is the run's own, on the same frames and committee.
+    assert summary["test_calibration"]["force_mae"] == pytest.approx(
+        summary["final_test_force_mae"], rel=1e-6
+    )
     # A second run into the same directory needs --resume.
     assert main(argv) == 2
     # --resume continues the stopped run.

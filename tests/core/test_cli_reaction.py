@@ -90,6 +90,10 @@ def test_a_two_level_reaction_run_stores_both_levels_and_reports_the_barrier(tmp
     assert lines[0] == "path,image,cv_A,committee_eV,cheap_eV,high_eV" and len(lines) == 6
     assert (out / "path.png").stat().st_size > 0
     assert (out / "committee_high").is_dir()
+    # The final (Δ) committee checked on its own path against the expensive level.
+    check = report["path_check"]
+    assert check["level"] == "high" and check["frames"] == 5
+    assert check["force_mae"] > 0 and check["rmse_over_std"] > 0
     # The expensive labels are exported like any store's.
     assert main(["export", str(out / "labels_high.h5"), str(tmp_path / "high.extxyz")]) == 0
 
@@ -119,6 +123,7 @@ def test_the_peptide_example_runs_at_the_cheap_level(tmp_path, capsys):
     # Ac-Gly-NHMe + CH3: the H goes from C-alpha (5) to the methyl carbon (19).
     assert row["cv_A"][0] < -1.0 < 1.0 < row["cv_A"][-1]
     assert "committee_barrier_error_eV" in row
+    assert report["path_check"]["level"] == "cheap" and report["path_check"]["frames"] == 5
 
 
 @pytest.mark.parametrize(
