@@ -149,6 +149,7 @@ def main() -> None:
     p.add_argument("--max-labels", type=int, default=256)
     p.add_argument("--target", type=float, default=0.05, help="MAE target for time-to, eV/Å")
     p.add_argument("--temperature", type=float, default=600.0, help="the runs' MD temperature")
+    p.add_argument("--name", default=None, help="results file bench/results/NAME.json")
     args = p.parse_args()
     args.minutes = args.minutes or (4.0 if args.quick else 30.0)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -202,7 +203,7 @@ def main() -> None:
                 )  # fmt: skip
     print(table(HEADERS, rows))
     out = write_json(
-        "learning_speed_quick" if args.quick else "learning_speed",
+        args.name or ("learning_speed_quick" if args.quick else "learning_speed"),
         {"args": vars(args), "load_avg": os.getloadavg(), "runs": results},
     )
     print(f"wrote {out}")

@@ -3,6 +3,7 @@
 Usage:
     python bench/photodynamics.py cost [--out bench/results/photodynamics_cost.json]
     python bench/photodynamics.py accuracy --sh-run RUN_DIR [--steps 1500]
+        [--trajectory-test 4 --trajectory-stride 5 --duration-fs 15]
         [--out bench/results/photodynamics_accuracy.json]
     python bench/photodynamics.py populations --sh-run RUN_DIR [--trajectories 6]
         [--duration-fs 15] [--out bench/results/photodynamics_populations.json]
@@ -15,8 +16,11 @@ warm-up, for several functional/basis pairs.
 budget (fresh weights, same seed, same number of labels): one on the labels of a
 ``pal-atoms sh`` run (``--sh-run``: its bootstrap Wigner samples and the geometries its
 surface-hopping trajectories sent to the oracle), one on random frames of ground-state
-Langevin MD at 600 K (labelled by the same oracle). The test set is Wigner samples of the
-ground-state minimum at 300 K, which neither training set contains.
+Langevin MD at 600 K (labelled by the same oracle). Two test sets, which neither training
+set contains: Wigner samples of the ground-state minimum at 300 K, and (``--trajectory-test
+N``) every ``--trajectory-stride``-th frame of N surface-hopping trajectories run directly on
+the oracle from fresh Wigner draws on the highest state, i.e. the geometries the
+photodynamics visits.
 
 ``populations``: the same Wigner initial conditions propagated by Landau-Zener surface
 hopping twice, on the run's final committee and directly on the oracle (every step an
@@ -74,19 +78,48 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
     return {"cost": rows}
 
 
-def _train(labels: list[Any], test: list[Any], steps: int, seed: int) -> list[float]:
+def _train(labels: list[Any], steps: int, seed: int) -> Any:
     from pal_atoms.calculators import CommitteeCalculator, CommitteeTrainer, TrainerSettings
-
-    from pal_atoms.jobs.sh import state_force_mae
 
     committee = CommitteeCalculator.create(
         "mace", elements=["H", "C", "O"], n_members=4, n_states=3, seed=seed, device="cpu"
     )
     settings = TrainerSettings(max_steps=steps, max_epochs=100_000, patience_steps=steps, seed=seed)
     CommitteeTrainer(committee, settings).train(labels)
-    maes = state_force_mae(committee, test)
-    assert maes is not None
-    return maes
+    return committee
+
+
+def _trajectory_frames(
+    modes: Any, oracle: Any, args: argparse.Namespace, n_states: int
+) -> list[Any]:
+    """Labelled frames of surface-hopping trajectories propagated on the oracle itself."""
+    from pal_atoms.dynamics.surface_hopping import (
+        SurfaceHoppingGenerator,
+        SurfaceHoppingSettings,
+    )
+    from pal_atoms.oracles import label
+
+    from pal_atoms.core.protocols import Verdict
+    from pal_atoms.workflow.local_client import LocalClient
+
+    seen: list[Any] = []
+
+    def keep(atoms: Any, results: Any) -> Verdict:
+        seen.append(atoms.copy())
+        return Verdict.TRUSTED
+
+    settings = SurfaceHoppingSettings(
+        initial_state=n_states - 1,
+        timestep_fs=args.timestep_fs,
+        duration_fs=args.duration_fs,
+        n_trajectories=args.trajectory_test,
+        patience=10**9,
+        seed=23,  # not the populations part's draws (11) nor a run's (its --seed)
+    )
+    SurfaceHoppingGenerator(modes, settings=settings).run(LocalClient(oracle, rule=keep))
+    picked = seen[args.trajectory_stride :: args.trajectory_stride]
+    labels = [label(a, oracle) for a in picked]
+    return [lab.to_atoms() for lab in labels if lab.ok]
 
 
 def accuracy(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,7 +129,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from pal_atoms.dynamics.wigner import NormalModes, wigner_sample
     from pal_atoms.oracles import label
 
-    from pal_atoms.jobs.sh import _ground_state_oracle
+    from pal_atoms.jobs.sh import state_force_mae
     from pal_atoms.store import LabelStore
 
     run = Path(args.sh_run)
@@ -115,9 +148,13 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         lab = label(wigner_sample(modes, rng, temperature_K=300.0), oracle)
         if lab.ok:
             test.append(lab.to_atoms())
+    tests = {"Wigner 300 K": test}
+    if args.trajectory_test:
+        print(f"{args.trajectory_test} surface-hopping trajectories on the oracle", flush=True)
+        tests["oracle SH trajectories"] = _trajectory_frames(modes, oracle, args, 3)
     # Random frames of ground-state MD (the usual cheap alternative), same count as AL.
     md = modes.atoms.copy()
-    md.calc = _ground_state_oracle(oracle)
+    md.calc = oracle.ground_state()
     MaxwellBoltzmannDistribution(md, temperature_K=600, rng=np.random.default_rng(3))
     dyn = Langevin(md, 0.5 * units.fs, temperature_K=600, friction=0.02 / units.fs)
     frames = []
@@ -130,17 +167,22 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             frames.append(lab.to_atoms())
     rows = []
     for name, labels in (("surface hopping (AL)", al), ("ground-state MD (random)", frames)):
-        maes = _train(labels, test, args.steps, seed=0)
-        rows.append({"labels": name, "n": len(labels), "state_force_mae_eV_A": maes})
-        print(
-            f"{name:26s} n={len(labels):4d}  "
-            + "  ".join(f"S{i} {m:.3f}" for i, m in enumerate(maes)),
-            flush=True,
-        )
+        committee = _train(labels, args.steps, seed=0)
+        for test_name, frames_ in tests.items():
+            maes = state_force_mae(committee, frames_)
+            assert maes is not None
+            rows.append(
+                {"labels": name, "n": len(labels), "test": test_name, "state_force_mae_eV_A": maes}
+            )
+            print(
+                f"{name:26s} n={len(labels):4d}  {test_name:24s}"
+                + "  ".join(f"S{i} {m:.3f}" for i, m in enumerate(maes)),
+                flush=True,
+            )
     return {
         "accuracy": rows,
         "method": f"{functional}/{basis}",
-        "n_test": len(test),
+        "n_test": {k: len(v) for k, v in tests.items()},
         "train_steps": args.steps,
     }
 
@@ -208,6 +250,12 @@ def main() -> int:
     a.add_argument("--sh-run", required=True)
     a.add_argument("--test", type=int, default=16)
     a.add_argument("--steps", type=int, default=1500)
+    a.add_argument(
+        "--trajectory-test", type=int, default=0, help="oracle SH trajectories for a test set"
+    )
+    a.add_argument("--trajectory-stride", type=int, default=5, help="every k-th step of those")
+    a.add_argument("--duration-fs", type=float, default=15.0)
+    a.add_argument("--timestep-fs", type=float, default=0.5)
     a.add_argument("--out", type=Path, default=ROOT / "bench/results/photodynamics_accuracy.json")
     q = sub.add_parser("populations")
     q.add_argument("--sh-run", required=True)
