@@ -89,14 +89,27 @@ def _train(labels: list[Any], steps: int, seed: int) -> Any:
     return committee
 
 
+def _oracle_sh_settings(
+    config: dict[str, Any], n_states: int, duration_fs: float, n: int, seed: int
+) -> Any:
+    """Surface hopping from the highest state, at the run's time step, never aborted."""
+    from pal_atoms.dynamics.surface_hopping import SurfaceHoppingSettings
+
+    return SurfaceHoppingSettings(
+        initial_state=n_states - 1,
+        timestep_fs=config["timestep_fs"],
+        duration_fs=duration_fs,
+        n_trajectories=n,
+        patience=10**9,
+        seed=seed,
+    )
+
+
 def _trajectory_frames(
-    modes: Any, oracle: Any, args: argparse.Namespace, n_states: int
+    modes: Any, oracle: Any, args: argparse.Namespace, config: dict[str, Any]
 ) -> list[Any]:
     """Labelled frames of surface-hopping trajectories propagated on the oracle itself."""
-    from pal_atoms.dynamics.surface_hopping import (
-        SurfaceHoppingGenerator,
-        SurfaceHoppingSettings,
-    )
+    from pal_atoms.dynamics.surface_hopping import SurfaceHoppingGenerator
     from pal_atoms.oracles import label
 
     from pal_atoms.core.protocols import Verdict
@@ -108,13 +121,9 @@ def _trajectory_frames(
         seen.append(atoms.copy())
         return Verdict.TRUSTED
 
-    settings = SurfaceHoppingSettings(
-        initial_state=n_states - 1,
-        timestep_fs=args.timestep_fs,
-        duration_fs=args.duration_fs,
-        n_trajectories=args.trajectory_test,
-        patience=10**9,
-        seed=23,  # not the populations part's draws (11) nor a run's (its --seed)
+    # Seed 23: not the populations part's draws (11) nor a run's (its --seed).
+    settings = _oracle_sh_settings(
+        config, oracle.n_states, args.duration_fs, args.trajectory_test, seed=23
     )
     SurfaceHoppingGenerator(modes, settings=settings).run(LocalClient(oracle, rule=keep))
     picked = seen[args.trajectory_stride :: args.trajectory_stride]
@@ -151,7 +160,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     tests = {"Wigner 300 K": test}
     if args.trajectory_test:
         print(f"{args.trajectory_test} surface-hopping trajectories on the oracle", flush=True)
-        tests["oracle SH trajectories"] = _trajectory_frames(modes, oracle, args, 3)
+        tests["oracle SH trajectories"] = _trajectory_frames(modes, oracle, args, config)
     # Random frames of ground-state MD (the usual cheap alternative), same count as AL.
     md = modes.atoms.copy()
     md.calc = oracle.ground_state()
@@ -191,7 +200,6 @@ def populations(args: argparse.Namespace) -> dict[str, Any]:
     from pal_atoms.calculators import CommitteeCalculator
     from pal_atoms.dynamics.surface_hopping import (
         SurfaceHoppingGenerator,
-        SurfaceHoppingSettings,
     )
     from pal_atoms.dynamics.surface_hopping import (
         populations as average,
@@ -207,14 +215,7 @@ def populations(args: argparse.Namespace) -> dict[str, Any]:
     modes = NormalModes.from_dict(json.loads((run / "normal_modes.json").read_text()))
     committee = CommitteeCalculator.load(run / "committee", device="cpu")
     n_states = committee.n_states
-    settings = SurfaceHoppingSettings(
-        initial_state=n_states - 1,
-        timestep_fs=config["timestep_fs"],
-        duration_fs=args.duration_fs,
-        n_trajectories=args.trajectories,
-        patience=10**9,
-        seed=11,
-    )
+    settings = _oracle_sh_settings(config, n_states, args.duration_fs, args.trajectories, seed=11)
     out: dict[str, Any] = {"trajectories": args.trajectories, "duration_fs": args.duration_fs}
     for name, calc in (("committee", committee), ("oracle", oracle)):
         client = LocalClient(calc, rule=lambda atoms, results: Verdict.TRUSTED)
@@ -255,7 +256,6 @@ def main() -> int:
     )
     a.add_argument("--trajectory-stride", type=int, default=5, help="every k-th step of those")
     a.add_argument("--duration-fs", type=float, default=15.0)
-    a.add_argument("--timestep-fs", type=float, default=0.5)
     a.add_argument("--out", type=Path, default=ROOT / "bench/results/photodynamics_accuracy.json")
     q = sub.add_parser("populations")
     q.add_argument("--sh-run", required=True)

@@ -252,7 +252,8 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
     ]
     evaluated = [_evaluate(path, cheap_oracle, high) for path in paths]
     result["paths"] = [row for row, _ in evaluated]
-    result["path_check"] = _path_check(final, [a for _, refs in evaluated for a in refs], high)
+    refs = [a for _, labelled in evaluated for a in labelled]
+    result["path_check"] = _path_check(final, refs, "high" if high is not None else "cheap")
     _write(config, paths, result["paths"])
     for i, row in enumerate(result["paths"]):
         logger.info("path %d barrier: %s", i, _barrier_text(row))
@@ -316,13 +317,14 @@ def _evaluate(
         values = [float(e) for e in energies if e is not None]
         row[f"{name}_energy_eV"] = [e - values[0] for e in values]
         row[f"{name}_barrier_eV"] = barrier(values)
-    ref = row.get("high_barrier_eV") if high is not None else row.get("cheap_barrier_eV")
+    reference = "high" if high is not None else "cheap"
+    ref = row.get(f"{reference}_barrier_eV")
     if ref is not None and row["committee_barrier_eV"] is not None:
         row["committee_barrier_error_eV"] = row["committee_barrier_eV"] - ref
-    return row, [a for a in labels["high" if high is not None else "cheap"] if a is not None]
+    return row, [a for a in labels[reference] if a is not None]
 
 
-def _path_check(final: Any, refs: list[Atoms], high: Any | None) -> dict[str, Any] | None:
+def _path_check(final: Any, refs: list[Atoms], level: str) -> dict[str, Any] | None:
     """The final committee against the reference level on the final path's images.
 
     These images are the final committee's own path, found after its training, so they
@@ -335,7 +337,7 @@ def _path_check(final: Any, refs: list[Atoms], high: Any | None) -> dict[str, An
     if not refs:
         return None
     report = calibration_report(final, refs)
-    report["level"] = "high" if high is not None else "cheap"
+    report["level"] = level
     logger.info(
         "final committee on %d path images against the %s level: force MAE %.3f eV/Å, "
         "RMSE/spread %.2f",
