@@ -138,3 +138,5 @@ def test_a_two_level_reaction_runs_on_mpi_ranks_as_in_one_process(tmp_path):
         assert [a.info["method"] for a in store.read()] == ["GFN1-xTB"] * 3
     report = json.loads((out / "summary.json").read_text())["reaction"]
     assert report["high_labels"] == 3 and len(report["paths"][0]["cv_A"]) == 5
+    # The final committee checked on its path against the expensive level, as in one process.
+    assert report["path_check"]["level"] == "high" and report["path_check"]["frames"] == 5
