@@ -300,8 +300,15 @@ class MDRunConfig(JobConfig):
         steer_steps: Steps over which the restraint's centre moves.
         steering: ``"once"`` (the centre moves once, then stays on the product side) or
             ``"sweep"`` (back and forth, period ``2 * steer_steps``).
+        patience: As in :class:`JobConfig`, with a longer default for MD (200 steps,
+            400 fs at 2 fs): early in a run nearly every prediction is uncertain, and a
+            trajectory cut after 10 steps never leaves the starting geometry, so the
+            labels all come from its first ~20 fs (README, Performance: "The potential
+            a run hands over"). Untrusted predictions and unphysical states still
+            restart at once.
     """
 
+    patience: int = 200
     steps: int = 100_000
     transfer: tuple[int, int, int] | None = None
     bias_k_eV_A2: float = 5.0

@@ -95,3 +95,21 @@ def test_each_job_config_holds_only_its_own_options():
         assert not md_only & {f.name for f in fields(cls)}
     with pytest.raises(ConfigError, match="unknown config keys: steps"):
         TSRunConfig.from_dict({"system": "x.xyz", "steps": 10})
+
+
+def test_md_jobs_default_to_a_longer_patience_than_ts(capsys):
+    """MD must leave its starting geometry while everything is uncertain; ts keeps 10."""
+    from pal_atoms.jobs.md_config import MDRunConfig
+    from pal_atoms.jobs.reaction import ReactionRunConfig
+    from pal_atoms.jobs.sh import SHRunConfig
+    from pal_atoms.jobs.ts import TSRunConfig
+
+    assert MDRunConfig(system="x.xyz").patience == 200
+    assert ReactionRunConfig(system="x.xyz").patience == 200
+    assert TSRunConfig(system="x.xyz").patience == 10
+    assert SHRunConfig(system="x.xyz").patience == 10
+    for job, default in (("md", 200), ("ts", 10)):  # the CLI shows each job's own preset
+        with pytest.raises(SystemExit):
+            main([job, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"before a restart (default: {default})" in text
