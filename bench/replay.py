@@ -1,16 +1,20 @@
-"""Replay a finished run's labels into the continuous trainer, to tell labels from schedule.
+"""Replay a finished run's labels into the continuous trainer, to tell labels from training.
 
 Reads a run directory of ``pal-atoms md`` (``labels.h5``, ``metrics.jsonl``,
-``test_set.extxyz``) and feeds its ``ok`` labels, in the order they were stored, into one
-:class:`~pal_atoms.calculators.StreamingTrainer` (2 members, one process) at the
-optimizer step at which each reached the run's trainers (interpolated from
-``metrics.jsonl``: labels against ``training_steps`` per training rank). Each variant
-changes one thing: the trainer's settings (``--variant NAME JSON`` of
-:class:`StreamSettings` keywords) or, with ``"_all_at_once": true``, gives every label at
-step 0, which separates what the labels are worth from when they came. Errors: the run's
-own test frames and, with ``--test FILE``, independent labelled frames (extxyz).
+``test_set.extxyz``) and feeds its ``ok`` labels into one
+:class:`~pal_atoms.calculators.StreamingTrainer` (``--members`` members, one process,
+one thread). ``--order arrival`` (default) gives each label at the optimizer step at
+which it reached the run's trainers (interpolated from ``metrics.jsonl``: labels against
+``training_steps`` per training rank); ``--order all`` gives every label at step 0, which
+separates what the labels are worth from when they came. ``--steps`` trains for longer
+than the run did (default: the run's steps per training rank), so one sees what more
+training on the same labels would buy. Each ``--variant NAME JSON`` changes the
+trainer's settings (:class:`StreamSettings` keywords); ``--model-option KEY=VALUE``
+changes the MACE hyperparameters of every variant. Every ``--every`` steps the last
+published weights (what a run would serve) are scored per system on the run's own test
+frames and, with ``--test FILE``, on independent labelled frames (extxyz).
 
-    python bench/replay.py pal-run --variant default "{}" --variant all "{\\"_all_at_once\\": true}"
+    python bench/replay.py pal-run --order all --steps 8000 --variant default "{}"
 
 Writes ``bench/results/replay.json`` (``--name``) and prints a table.
 """
@@ -18,8 +22,10 @@ Writes ``bench/results/replay.json`` (``--name``) and prints a table.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,24 +44,43 @@ def _arrival_steps(run: Path, n_labels: int) -> np.ndarray:
     return np.interp(np.arange(1, n_labels + 1), labels, steps).astype(int)
 
 
-def _replay(
-    labels: list[Any], arrive: np.ndarray, total: int, tests: dict[str, list[Any]], kw: dict
-) -> dict[str, Any]:
-    from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer, StreamSettings
+def _key_values(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            sys.exit(f"error: --model-option needs KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
-    kw = dict(kw)
-    if kw.pop("_all_at_once", False):
-        arrive = np.zeros_like(arrive)
+
+def _replay(
+    labels: list[Any],
+    arrive: np.ndarray,
+    total: int,
+    tests: dict[str, list[Any]],
+    *,
+    settings: Any,
+    hyper: dict[str, Any],
+    members: int,
+    every: int,
+) -> dict[str, Any]:
+    from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer
+
     committee = CommitteeCalculator.create(
         "mace",
         elements=sorted({s for a in labels for s in a.get_chemical_symbols()}),
         charges=sorted({int(a.info.get("charge", 0)) for a in labels}),
-        n_members=2,
+        n_members=members,
         seed=0,
         device="cpu",
+        **hyper,
     )
-    trainer = StreamingTrainer(committee, StreamSettings(seed=0, **kw))
-    done, serving, t0 = 0, None, time.monotonic()
+    trainer = StreamingTrainer(committee, settings)
+    done, serving, t0, curve = 0, None, time.monotonic(), []
     while trainer.step < total:
         k = done
         # the first two labels come at once: a trainer without labels takes no steps
@@ -66,40 +91,94 @@ def _replay(
             done = k
         for pub in trainer.train_steps(25):
             serving = pub
-    if serving is not None:  # the last published weights, as the run serves them
-        committee.set_weights(serving.weights, members=serving.members)
-    errors = {name: _mae_per_system(committee, frames)["all"] for name, frames in tests.items()}
-    return {"steps": trainer.step, "labels": done, "train_s": time.monotonic() - t0, **errors}
+        if trainer.step % every == 0 or trainer.step >= total:
+            served = copy.deepcopy(committee)
+            if serving is not None:  # the last published weights, as the run serves them
+                served.set_weights(serving.weights, members=serving.members)
+            point = {"step": trainer.step, "labels": done, "t_s": time.monotonic() - t0}
+            point["lr"] = trainer.lr
+            point.update({name: _mae_per_system(served, f) for name, f in tests.items()})
+            curve.append(point)
+            errors = " ".join(f"{n} {point[n]['all']:.4f}" for n in tests)
+            print(f"  step {trainer.step}: {errors} eV/Å ({point['t_s']:.0f} s)", flush=True)
+    return {**curve[-1], "curve": curve}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="run directory of pal-atoms md")
     p.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"))
+    p.add_argument("--order", choices=["arrival", "all"], default="arrival",
+                   help="labels at their arrival step, or all at step 0")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps (default: the run's steps per training rank)")  # fmt: skip
+    p.add_argument("--every", type=int, default=1000, help="steps between scores")
+    p.add_argument("--members", type=int, default=2)
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--test", type=Path, default=None, help="independent labelled frames")
     p.add_argument("--name", default="replay", help="results file bench/results/NAME.json")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import ase.io
+    import torch
+    from pal_atoms.calculators import StreamSettings
 
     from pal_atoms.store import LabelStore
 
+    torch.set_num_threads(1)
+    if args.every < 25 or args.every % 25:
+        sys.exit("error: --every must be a positive multiple of 25 (the training chunk)")
+    hyper = _key_values(args.model_option)
+    variants = []
+    for name, spec in args.variant or [["default", "{}"]]:
+        try:
+            variants.append((name, json.loads(spec), StreamSettings(seed=0, **json.loads(spec))))
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            sys.exit(f"error: variant {name!r}: {exc}")
     with LabelStore(args.run / "labels.h5", mode="r") as store:
         labels = list(store.read(status="ok"))
     arrive = _arrival_steps(args.run, len(labels))
-    total = int(arrive[-1]) if len(arrive) else 0
+    run_steps = int(arrive[-1]) if len(arrive) else 0
+    if args.order == "all":
+        arrive = np.zeros_like(arrive)
+    total = args.steps or run_steps
     tests = {"run test": ase.io.read(args.run / "test_set.extxyz", ":")}
     if args.test is not None:
         tests["independent"] = ase.io.read(args.test, ":")
-    variants = args.variant or [["default", "{}"], ["all at once", '{"_all_at_once": true}']]
     results = {}
-    for name, spec in variants:
-        results[name] = {"settings": json.loads(spec)}
-        results[name].update(_replay(labels, arrive, total, tests, json.loads(spec)))
-    headers = ["variant", "labels", "steps", *(f"{t} MAE eV/Å" for t in tests)]
-    rows = [[n, r["labels"], r["steps"], *(r[t] for t in tests)] for n, r in results.items()]
+    for name, spec, settings in variants:
+        print(f"{name}: {len(labels)} labels ({args.order}), {total} steps", flush=True)
+        results[name] = {"settings": spec}
+        results[name].update(
+            _replay(
+                labels,
+                arrive,
+                total,
+                tests,
+                settings=settings,
+                hyper=hyper,
+                members=args.members,
+                every=args.every,
+            )
+        )
+    systems = sorted(k for k in results[variants[0][0]]["run test"] if k != "all")
+    headers = ["variant", "labels", "steps", "s", *(f"{t} MAE eV/Å" for t in tests), *systems]
+    rows = [
+        [
+            n,
+            r["labels"],
+            r["step"],
+            round(r["t_s"]),
+            *(r[t]["all"] for t in tests),
+            *(r["run test"][k] for k in systems),
+        ]
+        for n, r in results.items()
+    ]
     print(table(headers, rows))
-    path = write_json(args.name, {"run": str(args.run), "steps": total, "results": results})
+    path = write_json(args.name, {
+        "run": str(args.run), "run_steps": run_steps, "order": args.order, "steps": total,
+        "members": args.members, "model_options": hyper, "results": results,
+    })  # fmt: skip
     print(f"wrote {path}")
 
 

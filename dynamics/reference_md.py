@@ -24,10 +24,13 @@ def reference_md_frames(
     temperature_K: float,
     timestep_fs: float,
     stride: int = 10,
+    equilibration_steps: int = 0,
     friction_per_fs: float = 0.02,
     seed: int = 0,
 ) -> list[Atoms]:
-    """Short Langevin MD on ``calculator`` from each frame; every ``stride``-th step kept.
+    """Langevin MD on ``calculator`` from each frame; every ``stride``-th step kept.
+
+    Costs ``equilibration_steps + n_per_frame * stride`` reference calls per frame.
 
     Args:
         calculator: The reference method (an oracle is an ASE calculator).
@@ -36,13 +39,23 @@ def reference_md_frames(
         temperature_K: Thermostat temperature in K (also the initial velocities).
         timestep_fs: Time step in fs.
         stride: MD steps between kept frames.
+        equilibration_steps: MD steps run before the first kept frame, so the frames
+            come from where MD at ``temperature_K`` goes rather than from the first
+            femtoseconds after the start geometry.
         friction_per_fs: Langevin friction in 1/fs.
         seed: Random seed of velocities and noise.
 
     Returns:
         ``n_per_frame * len(frames)`` structures, each with a ``SinglePointCalculator``
         holding the reference energy (eV) and forces (eV/Å).
+
+    Raises:
+        ValueError: ``stride < 1`` or ``equilibration_steps < 0``.
     """
+    if stride < 1 or equilibration_steps < 0:
+        raise ValueError(
+            f"need stride >= 1 and equilibration_steps >= 0, got {stride}, {equilibration_steps}"
+        )
     rng = np.random.default_rng(seed)
     out: list[Atoms] = []
     for atoms in frames:
@@ -58,6 +71,8 @@ def reference_md_frames(
             comm=local_comm(),
             fixcm=False,  # ASE >= 3.28: fixcm=True is deprecated (biased NVT)
         )
+        if equilibration_steps:
+            dyn.run(equilibration_steps)
         for _ in range(n_per_frame):
             dyn.run(stride)
             frame = work.copy()

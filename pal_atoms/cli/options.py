@@ -16,6 +16,7 @@ __all__ = [
     "MD_OPTIONS",
     "REACTION_OPTIONS",
     "SH_OPTIONS",
+    "TEST_MD_OPTIONS",
     "TS_OPTIONS",
     "with_oracles",
 ]
@@ -117,7 +118,18 @@ MD_DYNAMICS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ),
 ]
 
-MD_OPTIONS = JOB_OPTIONS + MD_DYNAMICS_OPTIONS
+#: How the held-out test set's oracle MD runs (``md``, ``reaction``, ``ts``; ``sh``
+#: labels Wigner samples instead).
+TEST_MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
+    (
+        "--test-equilibration-fs",
+        {"type": float},
+        "oracle MD before the first held-out frame, fs (lower it for DFT oracles)",
+    ),
+    ("--test-spacing-fs", {"type": float}, "oracle MD between held-out frames, fs"),
+]
+
+MD_OPTIONS = JOB_OPTIONS + TEST_MD_OPTIONS + MD_DYNAMICS_OPTIONS
 
 
 REACTION_OPTIONS: list[tuple[str, dict[str, object], str]] = [

@@ -18,6 +18,7 @@ from pal_atoms.cli.options import (
     MD_OPTIONS,
     REACTION_OPTIONS,
     SH_OPTIONS,
+    TEST_MD_OPTIONS,
     TS_OPTIONS,
     with_oracles,
 )
@@ -366,7 +367,7 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "except --steps, --transfer and the steering options (--temperature-K and "
         "--timestep-fs still make the held-out test set), plus the search options; TOML "
         "keys at the top level or under [ts].",
-        options=JOB_OPTIONS + TS_OPTIONS,
+        options=JOB_OPTIONS + TEST_MD_OPTIONS + TS_OPTIONS,
     )
 
     from pal_atoms.jobs.reaction import ReactionRunConfig

@@ -77,18 +77,30 @@ def _committee(config: JobConfig, frames: list[Atoms]) -> Any:
 
 
 def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
-    """Held-out frames of short Langevin MD on the oracle itself, per starting frame."""
+    """Held-out frames of Langevin MD on the oracle itself, per starting frame.
+
+    ``test_equilibration_fs`` of MD first, then a frame every ``test_spacing_fs``.
+    """
     from pal_atoms.dynamics import reference_md_frames
 
+    dt = config.timestep_fs
+    equilibration = round(config.test_equilibration_fs / dt)
+    stride = max(1, round(config.test_spacing_fs / dt))
     logger.info(
-        "making %d held-out test frames by MD on the oracle", config.test_per_frame * len(frames)
+        "making %d held-out test frames by MD on the oracle (%d + %d x %d steps per frame)",
+        config.test_per_frame * len(frames),
+        equilibration,
+        config.test_per_frame,
+        stride,
     )
     return reference_md_frames(
         oracle,
         frames,
         n_per_frame=config.test_per_frame,
         temperature_K=config.temperature_K,
-        timestep_fs=config.timestep_fs,
+        timestep_fs=dt,
+        stride=stride,
+        equilibration_steps=equilibration,
         seed=config.seed + 1000,
     )
 

@@ -84,6 +84,13 @@ class JobConfig:
         retrain_size: New labels that start a training round (``training="rounds"``).
         bootstrap_per_frame: Rattled structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
+        test_equilibration_fs: Oracle MD before the first held-out frame, fs. Frames from
+            the first femtoseconds after the start geometry sit next to the labels (the
+            committee's MD starts there too) and flatter the potential (README,
+            Performance). Costs ``test_equilibration_fs / timestep_fs`` oracle calls per
+            starting frame: with DFT, lower it.
+        test_spacing_fs: Oracle MD between held-out frames, fs (the test set costs
+            ``test_per_frame * test_spacing_fs / timestep_fs`` oracle calls more per frame).
         train_steps: Optimizer steps per training round (``training="rounds"``; a round
             on few labels trains as long as one on many), with cosine decay from 1e-2 and
             batches of 4.
@@ -130,6 +137,8 @@ class JobConfig:
     retrain_size: int = 8
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
+    test_equilibration_fs: float = 200.0
+    test_spacing_fs: float = 50.0
     train_steps: int = 400
     oracle_timeout_s: float | None = None
     device: str | None = None
@@ -178,8 +187,18 @@ class JobConfig:
         for name in ("bootstrap_per_frame", "test_per_frame", "patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._check_test_set()
         if not 0 <= self.trust_lower <= self.upper:
             raise ConfigError(f"need 0 <= lower <= upper, got {self.trust_lower}, {self.upper}")
+
+    def _check_test_set(self) -> None:
+        """The held-out test set's oracle MD (length and spacing in fs)."""
+        if not (math.isfinite(self.test_equilibration_fs) and self.test_equilibration_fs >= 0):
+            raise ConfigError(
+                f"test_equilibration_fs must be >= 0 fs, got {self.test_equilibration_fs}"
+            )
+        if not (math.isfinite(self.test_spacing_fs) and self.test_spacing_fs > 0):
+            raise ConfigError(f"test_spacing_fs must be > 0 fs, got {self.test_spacing_fs}")
 
     @classmethod
     def allowed_oracles(cls) -> tuple[str, ...]:

@@ -88,6 +88,9 @@ def bad_inputs(tmp_path):
         ("good", ["--transfer", "0,1,9"], "transfer atom 9 is outside the frame (4 atoms)"),
         ("good", ["--bias-k-eV-A2", "0"], "bias_k_eV_A2 must be positive"),
         ("good", ["--steer-steps", "0"], "steer_steps must be >= 1"),
+        ("good", ["--test-equilibration-fs", "-1"], "test_equilibration_fs must be >= 0 fs"),
+        ("good", ["--test-spacing-fs", "0"], "test_spacing_fs must be > 0 fs"),
+        ("good", ["--test-spacing-fs", "inf"], "test_spacing_fs must be > 0 fs"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, bad_inputs, case, extra, match):
