@@ -9,6 +9,12 @@ frames), the NVE check, labels and optimizer steps.
 
     python bench/md_variants.py                                   # default vs equivariant
     python bench/md_variants.py --variant wide "--model-option hidden_irreps=64x0e"
+    python bench/md_variants.py --collect md RUN1 --collect rattle RUN2 --test FILE
+
+``--collect NAME DIR`` reads a finished run instead of starting one (runs made by hand
+with ``pal-atoms md ... --out DIR``, one after the other). ``--test FILE`` also scores each
+final committee per system on independent labelled frames (extxyz, e.g. xTB MD made by
+``_xtb_md`` of ``bench/learning_speed.py``). Each row also has the restarts per generator.
 
 Writes ``bench/results/md_variants.json`` and prints a table.
 """
@@ -35,12 +41,17 @@ DEFAULT_VARIANTS = {
 
 def _run(name: str, options: str, out: Path, system: Path) -> dict[str, Any]:
     wall = run_md(system, out, shlex.split(options))
+    return _collect(name, options, out, wall)
+
+
+def _collect(name: str, options: str, out: Path, wall: float | None) -> dict[str, Any]:
     summary = json.loads((out / "summary.json").read_text())
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1]) if lines else {}
     checks = summary.get("final_check", {}).get("systems", [])
     per_system = {c["system"]: c["test_force_mae"] for c in checks}
     calibration = summary.get("test_calibration") or {}
+    generators = json.loads((out / "generators.json").read_text())
     return {
         "variant": name,
         "options": options,
@@ -55,7 +66,17 @@ def _run(name: str, options: str, out: Path, system: Path) -> dict[str, Any]:
         "rmse_over_std": calibration.get("rmse_over_std"),
         "spearman_max_force_std": calibration.get("spearman_max_force_std"),
         "nve_stable": all(c.get("stable") for c in checks) if checks else None,
+        "restarts": [g.get("n_restarts") for _, g in sorted(generators.items())],
+        "run": str(out),
     }
+
+
+def _independent(result: dict[str, Any], frames: list[Any]) -> None:
+    from learning_speed import _mae_per_system
+    from pal_atoms.calculators import CommitteeCalculator
+
+    committee = CommitteeCalculator.load(Path(result["run"]) / "committee", device="cpu")
+    result["independent_force_mae"] = _mae_per_system(committee, frames)
 
 
 def main() -> None:
@@ -69,15 +90,36 @@ def main() -> None:
         help="a variant: its name and its extra pal-atoms md options (repeatable; "
         "default: the default run and equivariant MACE features)",
     )
+    p.add_argument(
+        "--collect",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "DIR"),
+        help="a finished run to read instead of running a variant (repeatable)",
+    )
+    p.add_argument("--test", type=Path, default=None, help="independent labelled frames")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here")
     p.add_argument("--name", default="md_variants", help="results file bench/results/NAME.json")
     args = p.parse_args()
-    variants = dict(args.variant) if args.variant else DEFAULT_VARIANTS
+    variants = dict(args.variant) if args.variant else ({} if args.collect else DEFAULT_VARIANTS)
     base = args.out or Path(tempfile.mkdtemp(prefix="pal-md-variants-"))
     results = [_run(n, o, base / n, args.system) for n, o in variants.items()]
+    for name, run in args.collect:
+        config = json.loads((Path(run) / "config.json").read_text())
+        results.append(_collect(name, f"collected, bootstrap={config.get('bootstrap')}",
+                                Path(run), None))  # fmt: skip
+    if args.test is not None:
+        import ase.io
+
+        frames = ase.io.read(args.test, ":")
+        for r in results:
+            _independent(r, frames)
     systems = sorted({s for r in results for s in r["per_system_force_mae"]})
     heads = ["variant", "wall s", "labels", "steps", "MAE eV/Å", *systems]
-    heads += ["uncertain", "RMSE/std", "NVE"]
+    heads += ["uncertain", "RMSE/std", "NVE", "restarts"]
+    if args.test is not None:
+        heads.append("indep. MAE")
     rows = [
         [
             r["variant"],
@@ -89,6 +131,8 @@ def main() -> None:
             r["uncertain_fraction"],
             r["rmse_over_std"],
             "stable" if r["nve_stable"] else "UNSTABLE",
+            f"{min(r['restarts'])}-{max(r['restarts'])}" if r["restarts"] else "-",
+            *([r["independent_force_mae"]["all"]] if args.test is not None else []),
         ]
         for r in results
     ]

@@ -13,6 +13,10 @@ trainer's settings (:class:`StreamSettings` keywords); ``--model-option KEY=VALU
 changes the MACE hyperparameters of every variant. Every ``--every`` steps the last
 published weights (what a run would serve) are scored per system on the run's own test
 frames and, with ``--test FILE``, on independent labelled frames (extxyz).
+``--random N`` replaces the run's labels with N frames of xTB MD per starting frame of
+the run (at the run's temperature, after 200 fs, one every 25 fs; given all at once):
+the same trainer on labels that no committee chose, to tell the labels' worth from the
+model's.
 
     python bench/replay.py pal-run --order all --steps 8000 --variant default "{}"
 
@@ -32,7 +36,9 @@ from typing import Any
 
 import numpy as np
 from _common import table, write_json
-from learning_speed import _mae_per_system
+from learning_speed import _mae_per_system, _xtb_md
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _arrival_steps(run: Path, n_labels: int) -> np.ndarray:
@@ -104,6 +110,28 @@ def _replay(
     return {**curve[-1], "curve": curve}
 
 
+def _labels(args: argparse.Namespace) -> tuple[list[Any], np.ndarray, int]:
+    """The labels to replay, the step at which each arrived, and the run's steps."""
+    import ase.io
+
+    from pal_atoms.store import LabelStore
+
+    with LabelStore(args.run / "labels.h5", mode="r") as store:
+        labels = list(store.read(status="ok"))
+    arrive = _arrival_steps(args.run, len(labels))
+    run_steps = int(arrive[-1]) if len(arrive) else 0
+    if args.random is not None:
+        if args.random < 1:
+            sys.exit("error: --random needs N >= 1")
+        config = json.loads((args.run / "config.json").read_text())
+        system = Path(config["system"])
+        system = system if system.is_file() else ROOT / system
+        labels = _xtb_md(ase.io.read(system, ":"), [config["temperature_K"]], args.random, 25,
+                         seed=12345)  # fmt: skip
+        arrive = np.zeros(len(labels), dtype=int)
+    return labels, arrive, run_steps
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="run directory of pal-atoms md")
@@ -116,14 +144,19 @@ def main() -> None:
     p.add_argument("--members", type=int, default=2)
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--test", type=Path, default=None, help="independent labelled frames")
+    p.add_argument(
+        "--random",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N xTB MD frames per starting frame instead of the run's labels",
+    )
     p.add_argument("--name", default="replay", help="results file bench/results/NAME.json")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import ase.io
     import torch
     from pal_atoms.calculators import StreamSettings
-
-    from pal_atoms.store import LabelStore
 
     torch.set_num_threads(1)
     if args.every < 25 or args.every % 25:
@@ -135,10 +168,7 @@ def main() -> None:
             variants.append((name, json.loads(spec), StreamSettings(seed=0, **json.loads(spec))))
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             sys.exit(f"error: variant {name!r}: {exc}")
-    with LabelStore(args.run / "labels.h5", mode="r") as store:
-        labels = list(store.read(status="ok"))
-    arrive = _arrival_steps(args.run, len(labels))
-    run_steps = int(arrive[-1]) if len(arrive) else 0
+    labels, arrive, run_steps = _labels(args)
     if args.order == "all":
         arrive = np.zeros_like(arrive)
     total = args.steps or run_steps
@@ -147,7 +177,8 @@ def main() -> None:
         tests["independent"] = ase.io.read(args.test, ":")
     results = {}
     for name, spec, settings in variants:
-        print(f"{name}: {len(labels)} labels ({args.order}), {total} steps", flush=True)
+        source = "run" if args.random is None else f"random {args.random} per frame"
+        print(f"{name}: {len(labels)} {source} labels ({args.order}), {total} steps", flush=True)
         results[name] = {"settings": spec}
         results[name].update(
             _replay(
@@ -177,6 +208,7 @@ def main() -> None:
     print(table(headers, rows))
     path = write_json(args.name, {
         "run": str(args.run), "run_steps": run_steps, "order": args.order, "steps": total,
+        "labels": "run" if args.random is None else f"random {args.random} per frame",
         "members": args.members, "model_options": hyper, "results": results,
     })  # fmt: skip
     print(f"wrote {path}")

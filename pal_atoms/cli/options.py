@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pal_atoms.jobs.md_config import MODELS, ORACLES
+from pal_atoms.jobs.md_config import BOOTSTRAPS, MODELS, ORACLES
 
 __all__ = [
     "JOB_OPTIONS",
@@ -78,7 +78,7 @@ JOB_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ),
     ("--patience", {"type": int}, "uncertain MD steps tolerated before a restart"),
     ("--retrain-size", {"type": int}, "new labels that start a training round"),
-    ("--bootstrap-per-frame", {"type": int}, "rattled structures labelled per frame first"),
+    ("--bootstrap-per-frame", {"type": int}, "structures labelled per frame before the loop"),
     ("--test-per-frame", {"type": int}, "held-out oracle-MD frames per starting frame"),
     ("--train-steps", {"type": int}, "optimizer steps per training round"),
     (
@@ -127,6 +127,11 @@ TEST_MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
         "oracle MD before the first held-out frame, fs (lower it for DFT oracles)",
     ),
     ("--test-spacing-fs", {"type": float}, "oracle MD between held-out frames, fs"),
+    (
+        "--bootstrap",
+        {"choices": list(BOOTSTRAPS)},
+        "labels before the loop: frames of oracle MD run like the test set's, or rattled copies",
+    ),
 ]
 
 MD_OPTIONS = JOB_OPTIONS + TEST_MD_OPTIONS + MD_DYNAMICS_OPTIONS

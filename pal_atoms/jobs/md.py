@@ -1,7 +1,7 @@
 """``pal-atoms md``: a complete active-learning MD job with embedded defaults.
 
 Steps: read and check the starting structures; make a held-out test set from short MD on
-the oracle itself; bootstrap the store with labelled rattled structures (rattle sampler);
+the oracle itself; bootstrap the store with labelled frames of oracle MD or rattled copies;
 run the active-learning loop with one Langevin generator per starting frame while the
 committee trains continuously on every label (or in rounds); stop when converged or at a
 limit; check the final committee (held-out force MAE per system, a short NVE run each)
@@ -76,8 +76,10 @@ def _committee(config: JobConfig, frames: list[Atoms]) -> Any:
     )
 
 
-def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
-    """Held-out frames of Langevin MD on the oracle itself, per starting frame.
+def _oracle_md(
+    config: JobConfig, oracle: Any, frames: list[Atoms], *, n_per_frame: int, seed: int, what: str
+) -> list[Atoms]:
+    """Frames of Langevin MD on the oracle, ``n_per_frame`` per starting frame.
 
     ``test_equilibration_fs`` of MD first, then a frame every ``test_spacing_fs``.
     """
@@ -87,28 +89,59 @@ def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Ato
     equilibration = round(config.test_equilibration_fs / dt)
     stride = max(1, round(config.test_spacing_fs / dt))
     logger.info(
-        "making %d held-out test frames by MD on the oracle (%d + %d x %d steps per frame)",
-        config.test_per_frame * len(frames),
+        "making %d %s by MD on the oracle (%d + %d x %d steps per frame)",
+        n_per_frame * len(frames),
+        what,
         equilibration,
-        config.test_per_frame,
+        n_per_frame,
         stride,
     )
     return reference_md_frames(
         oracle,
         frames,
-        n_per_frame=config.test_per_frame,
+        n_per_frame=n_per_frame,
         temperature_K=config.temperature_K,
         timestep_fs=dt,
         stride=stride,
         equilibration_steps=equilibration,
+        seed=seed,
+    )
+
+
+def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
+    """Held-out frames of Langevin MD on the oracle itself, per starting frame.
+
+    ``test_equilibration_fs`` of MD first, then a frame every ``test_spacing_fs``.
+    """
+    return _oracle_md(
+        config,
+        oracle,
+        frames,
+        n_per_frame=config.test_per_frame,
         seed=config.seed + 1000,
+        what="held-out test frames",
     )
 
 
 def md_bootstrap(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
-    """Rattled and strained copies of the starting frames."""
+    """The structures labelled before the loop (``config.bootstrap``).
+
+    ``"md"``: oracle MD as for the test set, from another seed; ``"rattle"``: rattled and
+    strained copies of the starting frames.
+    """
     from pal_atoms.dynamics import rattle_sample
 
+    if config.bootstrap == "md":
+        if config.bootstrap_per_frame == 0:
+            return []
+        return _oracle_md(
+            config,
+            oracle,
+            frames,
+            n_per_frame=config.bootstrap_per_frame,
+            seed=config.seed + 2000,
+            what="bootstrap structures",
+        )
     return rattle_sample(
         frames,
         config.bootstrap_per_frame,
@@ -147,7 +180,7 @@ def _prepare(
         for atoms in samples:
             store.append_label(label(atoms, oracle), generator_id=-1)
         if store.counts()["ok"] == 0:
-            raise InputError("bootstrap: the oracle failed on every rattled structure")
+            raise InputError("bootstrap: the oracle failed on every structure")
         labels = store.read()
     committee = _committee(config, frames)
     if config.training == "continuous":

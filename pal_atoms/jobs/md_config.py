@@ -29,6 +29,8 @@ ORACLES = tuple(name for name in ORACLE_REGISTRY if name not in EXCITED)
 #: are listed here; a test holds them equal).
 MODELS = ("mace", "schnet")
 TRAINING = ("continuous", "rounds")
+#: Where the bootstrap labels come from (``JobConfig.bootstrap``).
+BOOTSTRAPS = ("md", "rattle")
 
 
 _Config = TypeVar("_Config", bound="JobConfig")
@@ -82,7 +84,15 @@ class JobConfig:
             ``"diverse"`` (uncertainty weighted by novelty, :mod:`pal_atoms.workflow.oracle_queue`).
         patience: Uncertain MD steps tolerated before a restart.
         retrain_size: New labels that start a training round (``training="rounds"``).
-        bootstrap_per_frame: Rattled structures labelled per frame before the loop.
+        bootstrap: Where the structures labelled before the loop come from: ``"md"``,
+            oracle MD from each starting frame run like the test set's (its
+            equilibration and spacing) from another seed, or ``"rattle"``, randomly
+            displaced and strained copies of the frame. Rattled copies surround the
+            start geometry, not where MD at ``temperature_K`` goes, and the first
+            committee is then untrusted there: its MD restarts at every step and the
+            labels stay next to the start (README, Performance). MD costs the oracle
+            calls of a second test set.
+        bootstrap_per_frame: Structures labelled per frame before the loop.
         test_per_frame: Held-out frames per starting structure (oracle MD).
         test_equilibration_fs: Oracle MD before the first held-out frame, fs. Frames from
             the first femtoseconds after the start geometry sit next to the labels (the
@@ -135,6 +145,7 @@ class JobConfig:
     queue_policy: str = "uncertainty"
     patience: int = 10
     retrain_size: int = 8
+    bootstrap: str = "rattle"
     bootstrap_per_frame: int = 4
     test_per_frame: int = 4
     test_equilibration_fs: float = 200.0
@@ -192,7 +203,11 @@ class JobConfig:
             raise ConfigError(f"need 0 <= lower <= upper, got {self.trust_lower}, {self.upper}")
 
     def _check_test_set(self) -> None:
-        """The held-out test set's oracle MD (length and spacing in fs)."""
+        """The held-out test set's oracle MD (length and spacing in fs) and the bootstrap."""
+        if self.bootstrap not in BOOTSTRAPS:
+            raise ConfigError(
+                f"unknown bootstrap {self.bootstrap!r}; choose from {', '.join(BOOTSTRAPS)}"
+            )
         if not (math.isfinite(self.test_equilibration_fs) and self.test_equilibration_fs >= 0):
             raise ConfigError(
                 f"test_equilibration_fs must be >= 0 fs, got {self.test_equilibration_fs}"
@@ -325,9 +340,11 @@ class MDRunConfig(JobConfig):
             labels all come from its first ~20 fs (README, Performance: "The potential
             a run hands over"). Untrusted predictions and unphysical states still
             restart at once.
+        bootstrap: As in :class:`JobConfig`, with oracle MD as the default for MD jobs.
     """
 
     patience: int = 200
+    bootstrap: str = "md"
     steps: int = 100_000
     transfer: tuple[int, int, int] | None = None
     bias_k_eV_A2: float = 5.0
