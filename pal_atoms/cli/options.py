@@ -103,6 +103,7 @@ JOB_OPTIONS: list[tuple[str, dict[str, object], str]] = [
 #: The MD generators' own options (``md``, ``reaction``).
 MD_DYNAMICS_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ("--steps", {"type": int}, "MD steps per generator"),
+    ("--generators-per-frame", {"type": int}, "Langevin generators per starting frame"),
     (
         "--transfer",
         {"metavar": "D,H,A"},

@@ -364,9 +364,9 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "perturbed copies of every frame of --system, or (--driver neb) a climbing-image NEB "
         "between consecutive pairs of frames. Converged saddles are checked against the "
         "oracle and written to OUT/saddles.extxyz. Takes every option of 'pal-atoms md' "
-        "except --steps, --transfer and the steering options (--temperature-K and "
-        "--timestep-fs still make the held-out test set), plus the search options; TOML "
-        "keys at the top level or under [ts].",
+        "except --steps, --generators-per-frame, --transfer and the steering options "
+        "(--temperature-K and --timestep-fs still make the held-out test set), plus the "
+        "search options; TOML keys at the top level or under [ts].",
         options=JOB_OPTIONS + TEST_MD_OPTIONS + TS_OPTIONS,
     )
 
@@ -401,8 +401,9 @@ def add_subcommands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--states electronic states, the PySCF excited-state oracle (TDA, every state's energy "
         "and forces) and trajectories from the Wigner distribution of the ground-state minimum "
         "of the first frame of --system. Writes OUT/populations.csv and OUT/hops.csv. Takes "
-        "every option of 'pal-atoms md' except --steps, --transfer and the steering options, "
-        "plus the surface-hopping options; TOML keys at the top level or under [sh].",
+        "every option of 'pal-atoms md' except --steps, --generators-per-frame, --transfer and "
+        "the steering options, plus the surface-hopping options; TOML keys at the top level "
+        "or under [sh].",
         options=with_oracles(JOB_OPTIONS, SHRunConfig.allowed_oracles()) + SH_OPTIONS,
     )
 

@@ -2,7 +2,7 @@
 
 Steps: read and check the starting structures; make a held-out test set from short MD on
 the oracle itself; bootstrap the store with labelled frames of oracle MD or rattled copies;
-run the active-learning loop with one Langevin generator per starting frame while the
+run the active-learning loop with Langevin generators from each starting frame while the
 committee trains continuously on every label (or in rounds); stop when converged or at a
 limit; check the final committee (held-out force MAE per system, a short NVE run each)
 and report it in ``summary.json`` and the last log line.
@@ -126,8 +126,9 @@ def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Ato
 def md_bootstrap(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
     """The structures labelled before the loop (``config.bootstrap``).
 
-    ``"md"``: oracle MD as for the test set, from another seed; ``"rattle"``: rattled and
-    strained copies of the starting frames.
+    ``"md"``: ``bootstrap_per_frame`` frames of oracle MD per starting frame, as for the
+    test set, from another seed; ``"rattle"``: rattled and strained copies of the
+    starting frames.
     """
     from pal_atoms.dynamics import rattle_sample
 
@@ -216,13 +217,18 @@ def _stream_settings(config: JobConfig) -> Any:
 
 
 def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
-    """One Langevin MD generator per starting frame (steered where a transfer is given)."""
+    """Langevin MD generators, ``generators_per_frame`` per starting frame.
+
+    Steered where a transfer is given; copy ``k`` of frame ``i`` has id
+    ``i + k * len(frames)`` and seed ``seed + id``.
+    """
     from pal_atoms.dynamics import MDGenerator, MDSettings
 
+    n = len(frames)
     return [
         MDGenerator(
             atoms,
-            generator_id=i,
+            generator_id=i + k * n,
             settings=MDSettings(
                 integrator="langevin",
                 temperature_K=config.temperature_K,
@@ -231,10 +237,11 @@ def md_generators(config: MDRunConfig, frames: list[Atoms]) -> list[Any]:
                 n_steps=config.steps,
                 # Fresh velocities on restart: kept ones replay the same path (duplicates).
                 restart_velocities="fresh",
-                seed=config.seed + i,
+                seed=config.seed + i + k * n,
             ),
             bias=steering_bias(config, atoms, what=f"frame {i}"),
         )
+        for k in range(config.generators_per_frame)
         for i, atoms in enumerate(frames)
     ]
 

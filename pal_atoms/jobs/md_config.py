@@ -341,20 +341,29 @@ class MDRunConfig(JobConfig):
             a run hands over"). Untrusted predictions and unphysical states still
             restart at once.
         bootstrap: As in :class:`JobConfig`, with oracle MD as the default for MD jobs.
+        generators_per_frame: Langevin generators per starting frame, each from its own
+            seed (copy ``k`` of frame ``i`` has generator id ``i + k * n_frames``).
     """
 
     patience: int = 200
     bootstrap: str = "md"
+    generators_per_frame: int = 1
     steps: int = 100_000
     transfer: tuple[int, int, int] | None = None
     bias_k_eV_A2: float = 5.0
     steer_steps: int = 2000
     steering: str = "once"
 
+    def n_generators(self, n_frames: int) -> int:
+        """``generators_per_frame`` MD generators per starting frame."""
+        return n_frames * self.generators_per_frame
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.generators_per_frame < 1:
+            raise ConfigError(f"generators_per_frame must be >= 1, got {self.generators_per_frame}")
         self._check_transfer()
 
     def check_frame(self, atoms: Any, *, what: str) -> None:

@@ -82,8 +82,9 @@ class ReactionRunConfig(MDRunConfig):
     transfer_samples: int = 0
 
     def n_generators(self, n_frames: int) -> int:
-        """Steered MD per frame, plus a transfer sampler per frame with ``transfer_samples``."""
-        return 2 * n_frames if self.transfer_samples else n_frames
+        """Steered MD (``generators_per_frame`` per frame), plus ``transfer_samples`` samplers."""
+        md = super().n_generators(n_frames)
+        return md + n_frames if self.transfer_samples else md
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -167,6 +168,7 @@ def reaction_generators(config: ReactionRunConfig, frames: list[Atoms]) -> list[
     from pal_atoms.jobs.md import md_generators
 
     generators = md_generators(config, frames)
+    first = len(generators)
     if config.transfer_samples:
         for i, (atoms, (donor, h, acceptor)) in enumerate(
             zip(frames, check_transfers(config, frames), strict=True)
@@ -175,9 +177,7 @@ def reaction_generators(config: ReactionRunConfig, frames: list[Atoms]) -> list[
                 donor=donor, hydrogen=h, acceptor=acceptor,
                 n_samples=config.transfer_samples, seed=config.seed + i,
             )  # fmt: skip
-            generators.append(
-                TransferSampler(atoms, settings=settings, generator_id=len(frames) + i)
-            )
+            generators.append(TransferSampler(atoms, settings=settings, generator_id=first + i))
     return generators
 
 

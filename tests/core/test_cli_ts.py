@@ -88,7 +88,9 @@ def test_each_job_config_holds_only_its_own_options():
     from pal_atoms.jobs.ts import TSRunConfig
 
     md_only = {f.name for f in fields(MDRunConfig)} - {f.name for f in fields(JobConfig)}
-    assert md_only == {"steps", "transfer", "bias_k_eV_A2", "steer_steps", "steering"}
+    assert md_only == {
+        "steps", "generators_per_frame", "transfer", "bias_k_eV_A2", "steer_steps", "steering"
+    }  # fmt: skip
     assert md_only <= {f.name for f in fields(ReactionRunConfig)}
     for cls in (TSRunConfig, SHRunConfig):
         assert issubclass(cls, JobConfig) and not issubclass(cls, MDRunConfig)
