@@ -165,7 +165,7 @@ def run_reaction(config: ReactionRunConfig, comm: Any | None = None) -> Summary 
 def reaction_generators(config: ReactionRunConfig, frames: list[Atoms]) -> list[Any]:
     """Steered MD per frame, plus a transfer sampler per frame if ``transfer_samples``."""
     from pal_atoms.dynamics import TransferSampler, TransferSettings
-    from pal_atoms.jobs.md import md_generators
+    from pal_atoms.jobs.md_frames import md_generators
 
     generators = md_generators(config, frames)
     first = len(generators)

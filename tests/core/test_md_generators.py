@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 
 from pal_atoms.core.errors import ConfigError
-from pal_atoms.jobs.md import md_generators
 from pal_atoms.jobs.md_config import MDRunConfig
+from pal_atoms.jobs.md_frames import md_generators
 from pal_atoms.jobs.reaction import ReactionRunConfig
 
 

@@ -10,8 +10,8 @@ from ase.calculators.emt import EMT
 from pal_atoms.dynamics import reference_md_frames
 
 from pal_atoms.core.errors import ConfigError
-from pal_atoms.jobs.md import md_bootstrap, md_test_set
 from pal_atoms.jobs.md_config import JobConfig, MDRunConfig
+from pal_atoms.jobs.md_frames import md_bootstrap, md_test_set
 
 
 def test_test_set_equilibrates_and_spaces_frames_in_femtoseconds(tmp_path):
