@@ -126,7 +126,7 @@ def test_sbatch_shell_run_uses_its_allocation_then_scancel_and_srun_resume(tmp_p
         ok_before = store.counts()["ok"]
     proc = subprocess.run(
         ["srun", "-n", "5", "--mpi=pmi2",
-         *_md(out, "--resume", "--max-labels", str(ok_before + 4), "--time-limit", "120")],
+         *_md(out, "--resume", "--max-labels", str(ok_before + 4), "--time-limit", "300")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=_env(), check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
