@@ -22,7 +22,9 @@ by default; ``--system examples/hat_glycine.xyz`` for the peptide):
 Errors, as the job reports them: each committee's own path (``--eval-images`` images, a
 different count from the training path's, so most of its centres are new), labelled by
 the expensive oracle; the committee's barrier (highest image less the first) against the
-expensive oracle's on those same geometries, and the force MAE there. ``expensive only``
+expensive oracle's on those same geometries, the force MAE there and, as the job's
+``path_check``, the observed force RMSE over the predicted spread and Spearman of
+``max_force_std`` against the largest force error per image. ``expensive only``
 gets the structures that the cheap level chose, so this measures how each committee
 learns from them, not a selection made without the cheap level. Target (issue): within
 0.043 eV with at most 1/3 of the expensive labels that ``expensive only`` needs.
@@ -107,6 +109,7 @@ def main() -> None:  # noqa: PLR0915  (one linear script)
 
     from pal_atoms.jobs.levels import HighLevelLearning, learn_high, select_high
     from pal_atoms.jobs.md import run_md
+    from pal_atoms.jobs.plot_calibration import calibration_report
     from pal_atoms.jobs.reaction import ReactionRunConfig, check_transfers
     from pal_atoms.store import LabelStore
 
@@ -151,9 +154,13 @@ def main() -> None:  # noqa: PLR0915  (one linear script)
         t_eval += time.monotonic() - t
         if any(d is None for d in done):
             return {"barrier_eV": float("nan"), "barrier_error_eV": float("nan"),
-                    "force_mae_eV_A": float("nan")}  # fmt: skip
+                    "force_mae_eV_A": float("nan"), "rmse_over_std": float("nan"),
+                    "spearman_max_force_std": float("nan")}  # fmt: skip
         err = _errors(calc, done)
         err["expensive_barrier_eV"] = err["barrier_eV"] - err["barrier_error_eV"]
+        if hasattr(calc, "predict_batch"):  # the job's path_check: is the spread calibrated?
+            check = calibration_report(calc, done)
+            err.update({k: check[k] for k in ("rmse_over_std", "spearman_max_force_std")})
         return err
 
     results: dict[str, Any] = {
@@ -179,10 +186,15 @@ def main() -> None:  # noqa: PLR0915  (one linear script)
         for name, calc in runs.items():
             err = on_own_path(calc)
             results[f"{name} N={n}"] = {**err, "labels": len(labels)}
-            rows.append([name, len(labels), err["barrier_error_eV"], err["force_mae_eV_A"]])
+            rows.append([name, len(labels), err["barrier_error_eV"], err["force_mae_eV_A"],
+                         err["rmse_over_std"], err["spearman_max_force_std"]])  # fmt: skip
     for name in ("xtb", "cheap committee"):
-        rows.append([name, 0, results[name]["barrier_error_eV"], results[name]["force_mae_eV_A"]])
-    print(table(["method", "expensive labels", "barrier err eV", "force MAE eV/Å"], rows))
+        r = results[name]
+        rows.append([name, 0, r["barrier_error_eV"], r["force_mae_eV_A"],
+                     r.get("rmse_over_std"), r.get("spearman_max_force_std")])  # fmt: skip
+    rows = [["-" if v is None else v for v in row] for row in rows]
+    print(table(["method", "expensive labels", "barrier err eV", "force MAE eV/Å",
+                 "RMSE/spread", "Spearman"], rows))  # fmt: skip
 
     def needed(name: str) -> int | None:
         ok = [n for n in budgets if abs(results[f"{name} N={n}"]["barrier_error_eV"]) <= TARGET_EV]

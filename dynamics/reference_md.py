@@ -27,10 +27,12 @@ def reference_md_frames(
     equilibration_steps: int = 0,
     friction_per_fs: float = 0.02,
     seed: int = 0,
+    trajectories: int = 1,
 ) -> list[Atoms]:
     """Langevin MD on ``calculator`` from each frame; every ``stride``-th step kept.
 
-    Costs ``equilibration_steps + n_per_frame * stride`` reference calls per frame.
+    Costs ``trajectories * equilibration_steps + n_per_frame * stride`` reference calls
+    per frame.
 
     Args:
         calculator: The reference method (an oracle is an ASE calculator).
@@ -44,21 +46,29 @@ def reference_md_frames(
             femtoseconds after the start geometry.
         friction_per_fs: Langevin friction in 1/fs.
         seed: Random seed of velocities and noise.
+        trajectories: Independent trajectories per frame (each from the frame, with its
+            own velocities and equilibration); the ``n_per_frame`` frames are shared out
+            among them, the first ones getting one more where it does not divide. Frames
+            of one trajectory ``stride`` steps apart are correlated; several trajectories
+            sample more of the basins that MD at ``temperature_K`` visits.
 
     Returns:
-        ``n_per_frame * len(frames)`` structures, each with a ``SinglePointCalculator``
-        holding the reference energy (eV) and forces (eV/Å).
+        ``n_per_frame * len(frames)`` structures (per frame, trajectory by trajectory),
+        each with a ``SinglePointCalculator`` holding the reference energy (eV) and
+        forces (eV/Å).
 
     Raises:
-        ValueError: ``stride < 1`` or ``equilibration_steps < 0``.
+        ValueError: ``stride < 1``, ``equilibration_steps < 0`` or ``trajectories < 1``.
     """
-    if stride < 1 or equilibration_steps < 0:
+    if stride < 1 or equilibration_steps < 0 or trajectories < 1:
         raise ValueError(
-            f"need stride >= 1 and equilibration_steps >= 0, got {stride}, {equilibration_steps}"
+            "need stride >= 1, equilibration_steps >= 0 and trajectories >= 1, got "
+            f"{stride}, {equilibration_steps}, {trajectories}"
         )
     rng = np.random.default_rng(seed)
     out: list[Atoms] = []
-    for atoms in frames:
+    shares = [len(part) for part in np.array_split(np.arange(n_per_frame), trajectories)]
+    for atoms, n_kept in ((a, n) for a in frames for n in shares if n):
         work = atoms.copy()
         work.calc = calculator
         MaxwellBoltzmannDistribution(work, temperature_K=temperature_K, rng=rng, comm=local_comm())
@@ -73,7 +83,7 @@ def reference_md_frames(
         )
         if equilibration_steps:
             dyn.run(equilibration_steps)
-        for _ in range(n_per_frame):
+        for _ in range(n_kept):
             dyn.run(stride)
             frame = work.copy()
             frame.info.update(atoms.info)

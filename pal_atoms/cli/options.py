@@ -129,6 +129,11 @@ TEST_MD_OPTIONS: list[tuple[str, dict[str, object], str]] = [
     ),
     ("--test-spacing-fs", {"type": float}, "oracle MD between held-out frames, fs"),
     (
+        "--test-trajectories",
+        {"type": int},
+        "independent oracle-MD trajectories per starting frame that the held-out frames share",
+    ),
+    (
         "--bootstrap",
         {"choices": list(BOOTSTRAPS)},
         "labels before the loop: frames of oracle MD run like the test set's, or rattled copies",

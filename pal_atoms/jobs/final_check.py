@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-__all__ = ["SystemCheck", "final_check", "system_key"]
+__all__ = ["SystemCheck", "final_check", "final_check_report", "system_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +179,60 @@ def final_check(
             )
         )
     return out
+
+
+def final_check_report(
+    committee: Any,
+    frames: Sequence[Atoms],
+    test_set: Sequence[Atoms],
+    *,
+    temperature_K: float,
+    timestep_fs: float,
+    duration_ps: float,
+    seed: int = 0,
+    what: str = "final check",
+) -> dict[str, Any]:
+    """:func:`final_check`, logged per system, as the dict ``summary.json`` holds.
+
+    Args:
+        committee: As for :func:`final_check`.
+        frames: As for :func:`final_check`.
+        test_set: As for :func:`final_check` (empty: NVE only).
+        temperature_K: As for :func:`final_check`.
+        timestep_fs: As for :func:`final_check`.
+        duration_ps: As for :func:`final_check`.
+        seed: As for :func:`final_check`.
+        what: How the log lines name the check (e.g. ``"final check (expensive level)"``).
+
+    Returns:
+        ``duration_ps``, ``stable`` (every system), ``max_system_test_force_mae`` (eV/Å,
+        ``None`` without test frames) and ``systems`` (:meth:`SystemCheck.as_dict` each).
+    """
+    checks = final_check(
+        committee,
+        frames,
+        test_set,
+        temperature_K=temperature_K,
+        timestep_fs=timestep_fs,
+        duration_ps=duration_ps,
+        seed=seed,
+    )
+    for c in checks:
+        logger.info(
+            "%s %s: held-out force MAE %s eV/Å, NVE %d steps, drift %.2g eV/atom/ps, "
+            "closest pair %.2f Å: %s",
+            what,
+            c.system,
+            "n/a" if c.test_force_mae is None else f"{c.test_force_mae:.4f}",
+            c.nve_steps,
+            c.energy_drift_eV_atom_ps,
+            c.min_distance_A,
+            "stable" if c.stable else "UNSTABLE",
+        )
+    maes = [c.test_force_mae for c in checks if c.test_force_mae is not None]
+    return {
+        "duration_ps": duration_ps,
+        "stable": all(c.stable for c in checks),
+        "max_system_test_force_mae": max(maes) if maes else None,
+        "systems": [c.as_dict() for c in checks],
+    }

@@ -289,33 +289,14 @@ def _run_and_report(
 
 def _final_check(config: JobConfig, committee: Any, test_set: list[Atoms]) -> dict[str, Any]:
     """NVE check and held-out MAE per starting system (``summary.json``'s ``final_check``)."""
-    from pal_atoms.jobs.final_check import final_check
+    from pal_atoms.jobs.final_check import final_check_report
 
-    frames = load_frames(config, None)
-    checks = final_check(
+    return final_check_report(
         committee,
-        frames,
+        load_frames(config, None),
         test_set,
         temperature_K=config.temperature_K,
         timestep_fs=config.timestep_fs,
         duration_ps=config.final_check_ps,
         seed=config.seed,
     )
-    for c in checks:
-        logger.info(
-            "final check %s: held-out force MAE %s eV/Å, NVE %d steps, drift %.2g eV/atom/ps, "
-            "closest pair %.2f Å: %s",
-            c.system,
-            "n/a" if c.test_force_mae is None else f"{c.test_force_mae:.4f}",
-            c.nve_steps,
-            c.energy_drift_eV_atom_ps,
-            c.min_distance_A,
-            "stable" if c.stable else "UNSTABLE",
-        )
-    maes = [c.test_force_mae for c in checks if c.test_force_mae is not None]
-    return {
-        "duration_ps": config.final_check_ps,
-        "stable": all(c.stable for c in checks),
-        "max_system_test_force_mae": max(maes) if maes else None,
-        "systems": [c.as_dict() for c in checks],
-    }

@@ -22,11 +22,19 @@ logger = logging.getLogger(__name__)
 
 
 def _oracle_md(
-    config: JobConfig, oracle: Any, frames: list[Atoms], *, n_per_frame: int, seed: int, what: str
+    config: JobConfig,
+    oracle: Any,
+    frames: list[Atoms],
+    *,
+    n_per_frame: int,
+    seed: int,
+    what: str,
+    trajectories: int = 1,
 ) -> list[Atoms]:
     """Frames of Langevin MD on the oracle, ``n_per_frame`` per starting frame.
 
-    ``test_equilibration_fs`` of MD first, then a frame every ``test_spacing_fs``.
+    Per trajectory ``test_equilibration_fs`` of MD first, then a frame every
+    ``test_spacing_fs``.
     """
     from pal_atoms.dynamics import reference_md_frames
 
@@ -34,9 +42,10 @@ def _oracle_md(
     equilibration = round(config.test_equilibration_fs / dt)
     stride = max(1, round(config.test_spacing_fs / dt))
     logger.info(
-        "making %d %s by MD on the oracle (%d + %d x %d steps per frame)",
+        "making %d %s by MD on the oracle (trajectories per frame: %d; %d + %d x %d steps)",
         n_per_frame * len(frames),
         what,
+        min(trajectories, n_per_frame),
         equilibration,
         n_per_frame,
         stride,
@@ -50,13 +59,15 @@ def _oracle_md(
         stride=stride,
         equilibration_steps=equilibration,
         seed=seed,
+        trajectories=trajectories,
     )
 
 
 def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Atoms]:
     """Held-out frames of Langevin MD on the oracle itself, per starting frame.
 
-    ``test_equilibration_fs`` of MD first, then a frame every ``test_spacing_fs``.
+    ``test_trajectories`` trajectories per frame, each ``test_equilibration_fs`` of MD
+    first, then a frame every ``test_spacing_fs``.
     """
     return _oracle_md(
         config,
@@ -65,6 +76,7 @@ def md_test_set(config: JobConfig, oracle: Any, frames: list[Atoms]) -> list[Ato
         n_per_frame=config.test_per_frame,
         seed=config.seed + 1000,
         what="held-out test frames",
+        trajectories=config.test_trajectories,
     )
 
 

@@ -254,6 +254,20 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
     result["paths"] = [row for row, _ in evaluated]
     refs = [a for _, labelled in evaluated for a in labelled]
     result["path_check"] = _path_check(final, refs, "high" if high is not None else "cheap")
+    if high is not None and config.final_check_ps > 0:
+        # The md job checked the cheap committee; the one the user takes is this one.
+        from pal_atoms.jobs.final_check import final_check_report
+
+        result["final_check_high"] = final_check_report(
+            final,
+            frames,
+            [],
+            temperature_K=config.temperature_K,
+            timestep_fs=config.timestep_fs,
+            duration_ps=config.final_check_ps,
+            seed=config.seed,
+            what="final check (expensive level)",
+        )
     _write(config, paths, result["paths"])
     for i, row in enumerate(result["paths"]):
         logger.info("path %d barrier: %s", i, _barrier_text(row))

@@ -44,7 +44,8 @@ class SHRunConfig(JobConfig):
 
     ``temperature_K`` is the temperature of the final NVE check on the ground state.
     ``test_per_frame`` and ``bootstrap_per_frame`` count Wigner samples of the minimum
-    (``test_equilibration_fs`` and ``test_spacing_fs``, of the oracle-MD test set, do not apply).
+    (``test_equilibration_fs``, ``test_spacing_fs`` and ``test_trajectories``, of the
+    oracle-MD test set, do not apply).
 
     Args:
         states: Electronic states, S0 included (the oracle labels and the committee

@@ -90,6 +90,7 @@ def bad_inputs(tmp_path):
         ("good", ["--steer-steps", "0"], "steer_steps must be >= 1"),
         ("good", ["--test-equilibration-fs", "-1"], "test_equilibration_fs must be >= 0 fs"),
         ("good", ["--test-spacing-fs", "0"], "test_spacing_fs must be > 0 fs"),
+        ("good", ["--test-trajectories", "0"], "test_trajectories must be >= 1"),
         ("good", ["--test-spacing-fs", "inf"], "test_spacing_fs must be > 0 fs"),
     ],
 )

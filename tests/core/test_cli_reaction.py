@@ -66,7 +66,7 @@ def test_a_two_level_reaction_run_stores_both_levels_and_reports_the_barrier(tmp
     out = tmp_path / "run"
     # GFN1-xTB stands in for the expensive level here (the PySCF run is the slow test).
     high = ["--high-oracle", "xtb", "--high-method", "GFN1-xTB", "--high-budget", "4",
-            "--high-steps", "40"]  # fmt: skip
+            "--high-steps", "40", "--final-check-ps", "0.05"]  # fmt: skip
     assert main(_reaction(out, *high)) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "barrier along path 0 (eV): committee" in printed
@@ -94,6 +94,10 @@ def test_a_two_level_reaction_run_stores_both_levels_and_reports_the_barrier(tmp
     check = report["path_check"]
     assert check["level"] == "high" and check["frames"] == 5
     assert check["force_mae"] > 0 and check["rmse_over_std"] > 0
+    # ... and in NVE, as the md job checks the cheap committee (100 steps of 0.5 fs).
+    (nve,) = report["final_check_high"]["systems"]
+    assert nve["nve_steps"] == 100 and np.isfinite(nve["energy_drift_eV_atom_ps"])
+    assert report["final_check_high"]["stable"] == nve["stable"]
     # The expensive labels are exported like any store's.
     assert main(["export", str(out / "labels_high.h5"), str(tmp_path / "high.extxyz")]) == 0
 

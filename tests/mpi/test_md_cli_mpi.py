@@ -126,7 +126,7 @@ def test_a_two_level_reaction_runs_on_mpi_ranks_as_in_one_process(tmp_path):
         "--final-check-ps", "0", "--lower", "1000", "--upper", "2000",
         "--generator-rate-hz", "1000", "--time-limit", "600", "--path-images", "5",
         "--path-steps", "30", "--high-oracle", "xtb", "--high-method", "GFN1-xTB",
-        "--high-budget", "3", "--high-steps", "30",
+        "--high-budget", "3", "--high-steps", "30", "--final-check-ps", "0.02",
     ]  # fmt: skip
     proc = subprocess.run(
         [*CLI, *argv], capture_output=True, text=True, timeout=500, env=job_env(), check=False
@@ -140,3 +140,5 @@ def test_a_two_level_reaction_runs_on_mpi_ranks_as_in_one_process(tmp_path):
     assert report["high_labels"] == 3 and len(report["paths"][0]["cv_A"]) == 5
     # The final committee checked on its path against the expensive level, as in one process.
     assert report["path_check"]["level"] == "high" and report["path_check"]["frames"] == 5
+    (nve,) = report["final_check_high"]["systems"]  # and in NVE, as in one process
+    assert nve["nve_steps"] > 0 and np.isfinite(nve["energy_drift_eV_atom_ps"])
