@@ -56,3 +56,28 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=float) + "\n")
     return path
+
+
+def fresh_committee(structures: Sequence[Any], *, members: int, seed: int = 0, **hyper: Any) -> Any:
+    """An untrained CPU MACE committee covering the elements and charges of ``structures``."""
+    from pal_atoms.calculators import CommitteeCalculator
+
+    return CommitteeCalculator.create(
+        "mace",
+        elements=sorted({s for a in structures for s in a.get_chemical_symbols()}),
+        charges=sorted({int(a.info.get("charge", 0)) for a in structures}),
+        n_members=members,
+        seed=seed,
+        device="cpu",
+        **hyper,
+    )
+
+
+def serving_copy(committee: Any, publish: Any) -> Any:
+    """A copy of ``committee`` with the weights of ``publish`` (what a run serves), if any."""
+    import copy
+
+    out = copy.deepcopy(committee)
+    if publish is not None:
+        out.set_weights(publish.weights, members=publish.members)
+    return out

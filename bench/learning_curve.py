@@ -19,7 +19,6 @@ Writes ``bench/results/learning_curve[_NAME].json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import table, write_json
+from _common import fresh_committee, serving_copy, table, write_json
 from learning_speed import _mae_per_system, _xtb_md
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,17 +41,9 @@ def _score(committee: Any, frames: list[Any]) -> float:
 def _curve(
     labels: list[Any], test: dict[str, list[Any]], *, steps: int, members: int, hyper: dict
 ) -> list[dict[str, Any]]:
-    from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer, StreamSettings
+    from pal_atoms.calculators import StreamingTrainer, StreamSettings
 
-    committee = CommitteeCalculator.create(
-        "mace",
-        elements=sorted({s for a in labels for s in a.get_chemical_symbols()}),
-        charges=sorted({int(a.info.get("charge", 0)) for a in labels}),
-        n_members=members,
-        seed=0,
-        device="cpu",
-        **hyper,
-    )
+    committee = fresh_committee(labels, members=members, **hyper)
     trainer = StreamingTrainer(committee, StreamSettings(seed=0))
     trainer.add(labels)
     serving, t0, curve = None, time.monotonic(), []
@@ -60,9 +51,7 @@ def _curve(
         for pub in trainer.train_steps(50):
             serving = pub
         if trainer.step % 1000 == 0 or trainer.step >= steps:
-            served = copy.deepcopy(committee)
-            if serving is not None:  # the last published weights, as a run serves them
-                served.set_weights(serving.weights, members=serving.members)
+            served = serving_copy(committee, serving)  # what a run would serve
             point: dict[str, Any] = {"step": trainer.step, "t_s": time.monotonic() - t0}
             point.update({name: _score(served, frames) for name, frames in test.items()})
             point["train"] = _score(served, labels)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import run_md, table, write_json
+from _common import fresh_committee, run_md, table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,20 +103,13 @@ def _time_to(curve: list[dict[str, float]], target: float) -> float | None:
 def _random_baseline(
     frames: list[Any], n_labels: int, loop_s: float, test: list[Any], *, seed: int, temp: float
 ) -> dict[str, Any]:
-    from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer, StreamSettings
+    from pal_atoms.calculators import StreamingTrainer, StreamSettings
 
     per = max(1, -(-n_labels // len(frames)))
     pool = _xtb_md(frames, [temp], per, 20, seed + 100)
     rng = np.random.default_rng(seed)
     labels = [pool[i] for i in rng.choice(len(pool), min(n_labels, len(pool)), replace=False)]
-    committee = CommitteeCalculator.create(
-        "mace",
-        elements=sorted({s for a in frames for s in a.get_chemical_symbols()}),
-        charges=sorted({int(a.info.get("charge", 0)) for a in frames}),
-        n_members=4,
-        seed=seed,
-        device="cpu",
-    )
+    committee = fresh_committee(frames, members=4, seed=seed)
     trainer = StreamingTrainer(committee, StreamSettings(seed=seed))
     trainer.add(labels)
     serving = None

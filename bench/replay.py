@@ -26,7 +26,6 @@ Writes ``bench/results/replay.json`` (``--name``) and prints a table.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import table, write_json
+from _common import fresh_committee, serving_copy, table, write_json
 from learning_speed import _mae_per_system, _xtb_md
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,17 +73,9 @@ def _replay(
     members: int,
     every: int,
 ) -> dict[str, Any]:
-    from pal_atoms.calculators import CommitteeCalculator, StreamingTrainer
+    from pal_atoms.calculators import StreamingTrainer
 
-    committee = CommitteeCalculator.create(
-        "mace",
-        elements=sorted({s for a in labels for s in a.get_chemical_symbols()}),
-        charges=sorted({int(a.info.get("charge", 0)) for a in labels}),
-        n_members=members,
-        seed=0,
-        device="cpu",
-        **hyper,
-    )
+    committee = fresh_committee(labels, members=members, **hyper)
     trainer = StreamingTrainer(committee, settings)
     done, serving, t0, curve = 0, None, time.monotonic(), []
     while trainer.step < total:
@@ -98,9 +89,7 @@ def _replay(
         for pub in trainer.train_steps(25):
             serving = pub
         if trainer.step % every == 0 or trainer.step >= total:
-            served = copy.deepcopy(committee)
-            if serving is not None:  # the last published weights, as the run serves them
-                served.set_weights(serving.weights, members=serving.members)
+            served = serving_copy(committee, serving)  # what a run would serve
             point = {"step": trainer.step, "labels": done, "t_s": time.monotonic() - t0}
             point["lr"] = trainer.lr
             point.update({name: _mae_per_system(served, f) for name, f in tests.items()})

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
+
+if TYPE_CHECKING:
+    from pal_atoms.jobs.md_config import JobConfig
 
 __all__ = ["SystemCheck", "final_check", "final_check_report", "system_key"]
 
@@ -182,26 +185,21 @@ def final_check(
 
 
 def final_check_report(
+    config: JobConfig,
     committee: Any,
     frames: Sequence[Atoms],
     test_set: Sequence[Atoms],
     *,
-    temperature_K: float,
-    timestep_fs: float,
-    duration_ps: float,
-    seed: int = 0,
     what: str = "final check",
 ) -> dict[str, Any]:
-    """:func:`final_check`, logged per system, as the dict ``summary.json`` holds.
+    """:func:`final_check` with a job's settings, logged per system, as ``summary.json`` holds it.
 
     Args:
+        config: The job's settings: ``temperature_K``, ``timestep_fs``, ``final_check_ps``
+            (the NVE length) and ``seed``.
         committee: As for :func:`final_check`.
         frames: As for :func:`final_check`.
         test_set: As for :func:`final_check` (empty: NVE only).
-        temperature_K: As for :func:`final_check`.
-        timestep_fs: As for :func:`final_check`.
-        duration_ps: As for :func:`final_check`.
-        seed: As for :func:`final_check`.
         what: How the log lines name the check (e.g. ``"final check (expensive level)"``).
 
     Returns:
@@ -212,10 +210,10 @@ def final_check_report(
         committee,
         frames,
         test_set,
-        temperature_K=temperature_K,
-        timestep_fs=timestep_fs,
-        duration_ps=duration_ps,
-        seed=seed,
+        temperature_K=config.temperature_K,
+        timestep_fs=config.timestep_fs,
+        duration_ps=config.final_check_ps,
+        seed=config.seed,
     )
     for c in checks:
         logger.info(
@@ -231,7 +229,7 @@ def final_check_report(
         )
     maes = [c.test_force_mae for c in checks if c.test_force_mae is not None]
     return {
-        "duration_ps": duration_ps,
+        "duration_ps": config.final_check_ps,
         "stable": all(c.stable for c in checks),
         "max_system_test_force_mae": max(maes) if maes else None,
         "systems": [c.as_dict() for c in checks],

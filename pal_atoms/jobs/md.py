@@ -278,25 +278,13 @@ def _run_and_report(
 
         report["test_calibration"] = calibration_report(committee, test_set)
     if config.final_check_ps > 0:
-        report["final_check"] = _final_check(config, committee, test_set)
+        from pal_atoms.jobs.final_check import final_check_report
+
+        frames = load_frames(config, None)
+        report["final_check"] = final_check_report(config, committee, frames, test_set)
     if add_to_report is not None:
         add_to_report(summary, oracle)
     (config.out / "summary.json").write_text(
         json.dumps(summary.as_dict(), indent=2, default=float) + "\n"
     )
     return summary
-
-
-def _final_check(config: JobConfig, committee: Any, test_set: list[Atoms]) -> dict[str, Any]:
-    """NVE check and held-out MAE per starting system (``summary.json``'s ``final_check``)."""
-    from pal_atoms.jobs.final_check import final_check_report
-
-    return final_check_report(
-        committee,
-        load_frames(config, None),
-        test_set,
-        temperature_K=config.temperature_K,
-        timestep_fs=config.timestep_fs,
-        duration_ps=config.final_check_ps,
-        seed=config.seed,
-    )

@@ -259,14 +259,7 @@ def reaction_stage(config: ReactionRunConfig, cheap_oracle: Any) -> dict[str, An
         from pal_atoms.jobs.final_check import final_check_report
 
         result["final_check_high"] = final_check_report(
-            final,
-            frames,
-            [],
-            temperature_K=config.temperature_K,
-            timestep_fs=config.timestep_fs,
-            duration_ps=config.final_check_ps,
-            seed=config.seed,
-            what="final check (expensive level)",
+            config, final, frames, [], what="final check (expensive level)"
         )
     _write(config, paths, result["paths"])
     for i, row in enumerate(result["paths"]):
